@@ -1,0 +1,620 @@
+"""Cost ratios ("is the selection worth it?") and the ``datacomp report`` command.
+
+Definitions (all per downstream training run, in FLOPs and in seconds; :data:`DEFINITIONS` carries the text printed
+next to every number):
+
+* ``C_sel`` - selection cost: every ledger phase except ``train-on-subset``, ``train-on-full`` and ``evaluation``
+  (feature extraction, proxy / SAE training, scoring, distillation, ...). *Marginal* leaves out phases marked
+  ``one_off`` (a pretrained SAE or teacher shared by many uses); *fully loaded* includes them.
+* ``C_sub`` - one training run on the subset (the ``train-on-subset`` phase divided by ``extra["runs"]``).
+* ``C_full`` - one training run on the full data: *measured* (a ``train-on-full`` phase) or *estimated from
+  per-sample cost* (``C_sub / samples seen`` x epochs x ``N_full``).
+* savings ``S = C_full - C_sub``; cost ratio ``R = S / C_sel`` (worth it in a single use when ``R > 1``, i.e. when
+  ``C_sel + C_sub < C_full``); break-even reuses ``k* = C_sel / S``; selection-to-tuning ratio
+  ``STR = C_sel / C_full``.
+* Under a *fixed-iteration* protocol the subset trains for as many steps as the full data, so ``S = 0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .cost import CostLedger, load_json
+
+__all__ = [
+    "DEFINITIONS",
+    "NON_SELECTION_PHASES",
+    "PROTOCOL_KINDS",
+    "CostReport",
+    "UnitCosts",
+    "add_parser",
+    "break_even_reuses",
+    "cost_ratio",
+    "cost_report",
+    "load_run",
+    "savings",
+    "selection_to_tuning_ratio",
+]
+
+NON_SELECTION_PHASES = ("train-on-subset", "train-on-full", "evaluation")
+PROTOCOL_KINDS = ("fixed-epoch", "fixed-iteration")
+UNITS = {"flops": "FLOPs", "seconds": "s"}
+DEFINITIONS = {
+    "C_sel": "selection cost: all phases except train-on-subset, train-on-full and evaluation (feature extraction, "
+             "proxy/SAE training, scoring, distillation...); marginal = without phases marked one-off (pretrained "
+             "SAE/teacher), fully loaded = with them",
+    "C_sub": "cost of one training run on the subset (train-on-subset phase / runs)",
+    "C_full": "cost of one training run on the full data: measured (train-on-full phase) or estimated from the "
+              "per-sample cost of train-on-subset x epochs x N_full",
+    "S": "savings S = C_full - C_sub (0 under a fixed-iteration protocol: the subset trains for as many steps)",
+    "R": "cost ratio R = S / C_sel; the selection pays for itself in a single use when R > 1 (C_sel + C_sub < C_full)",
+    "k*": "break-even reuses k* = C_sel / S: trainings on the subset needed to repay the selection (inf if S <= 0)",
+    "STR": "selection-to-tuning ratio STR = C_sel / C_full (Data Whisperer, arXiv 2505.12212)",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scalar ratios
+# ----------------------------------------------------------------------------------------------------------------
+def savings(c_full: float, c_sub: float) -> float:
+    """Savings ``S = C_full - C_sub``: what training on the subset instead of the full data saves (may be < 0)."""
+    return c_full - c_sub
+
+
+def cost_ratio(s: float, c_sel: float) -> float:
+    """Cost ratio ``R = S / C_sel``: savings per unit of selection cost; worth it in one use when ``R > 1``.
+
+    Returns ``inf`` for a free selection with positive savings and ``nan`` for ``0 / 0``.
+    """
+    if c_sel == 0:
+        return math.inf if s > 0 else (math.nan if s == 0 else -math.inf)
+    return s / c_sel
+
+
+def break_even_reuses(c_sel: float, s: float) -> float:
+    """Break-even reuses ``k* = C_sel / S``: how many trainings on the subset repay its selection cost.
+
+    Returns ``inf`` when the subset saves nothing (``S <= 0``): it never breaks even.
+    """
+    if s <= 0:
+        return math.inf
+    return c_sel / s
+
+
+def selection_to_tuning_ratio(c_sel: float, c_full: float) -> float:
+    """Selection-to-tuning ratio ``STR = C_sel / C_full`` (Data Whisperer); ``nan`` when ``C_full`` is 0."""
+    return c_sel / c_full if c_full > 0 else math.nan
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ledger-level report
+# ----------------------------------------------------------------------------------------------------------------
+def _json_number(value: float | None) -> float | str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+@dataclass
+class UnitCosts:
+    """All costs and ratios in one unit (FLOPs or seconds); ``None`` where the ledger lacks the numbers."""
+
+    unit: str
+    c_sel_marginal: float | None = None
+    c_sel_fully_loaded: float | None = None
+    c_sub: float | None = None
+    c_full: float | None = None
+    savings: float | None = None
+    r_marginal: float | None = None
+    r_fully_loaded: float | None = None
+    k_marginal: float | None = None
+    k_fully_loaded: float | None = None
+    str_marginal: float | None = None
+    str_fully_loaded: float | None = None
+
+    @property
+    def worth_it_marginal(self) -> bool | None:
+        return None if self.r_marginal is None else bool(self.r_marginal > 1)
+
+    @property
+    def worth_it_fully_loaded(self) -> bool | None:
+        return None if self.r_fully_loaded is None else bool(self.r_fully_loaded > 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: _json_number(v) for k, v in self.__dict__.items()}
+        out.update(worth_it_marginal=self.worth_it_marginal, worth_it_fully_loaded=self.worth_it_fully_loaded)
+        return out
+
+
+@dataclass
+class CostReport:
+    """Cost ratios of one run, with the definitions to print beside them."""
+
+    protocol_kind: str
+    c_full_source: str
+    selection_phases: list[str]
+    one_off_phases: list[str]
+    units: dict[str, UnitCosts]
+    notes: list[str] = field(default_factory=list)
+    definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (``inf`` as the string ``"inf"``, undefined values as null)."""
+        return {"protocol_kind": self.protocol_kind, "c_full_source": self.c_full_source,
+                "selection_phases": list(self.selection_phases), "one_off_phases": list(self.one_off_phases),
+                "units": {k: v.to_dict() for k, v in self.units.items()}, "notes": list(self.notes),
+                "definitions": dict(self.definitions)}
+
+    def format(self) -> str:
+        """Human-readable block: the numbers in both units, then notes and definitions."""
+        lines = [f"protocol: {self.protocol_kind}; C_full: {self.c_full_source}; selection phases: "
+                 f"{', '.join(self.selection_phases) or '(none)'}"
+                 + (f" (one-off: {', '.join(self.one_off_phases)})" if self.one_off_phases else "")]
+        for unit, c in self.units.items():
+            label = UNITS[unit]
+            lines.append(f"  [{label}] C_sel {fmt(c.c_sel_marginal)} marginal / {fmt(c.c_sel_fully_loaded)} fully "
+                         f"loaded; C_sub {fmt(c.c_sub)}; C_full {fmt(c.c_full)}; S {fmt(c.savings)}; "
+                         f"R {fmt(c.r_marginal)} / {fmt(c.r_fully_loaded)}; k* {fmt(c.k_marginal)} / "
+                         f"{fmt(c.k_fully_loaded)}; STR {fmt(c.str_marginal)} / {fmt(c.str_fully_loaded)}")
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  {k}: {v}" for k, v in self.definitions.items()]
+        return "\n".join(lines)
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """Compact number: ``n/a`` for None/NaN, ``inf``, ``1.23e+12`` for large or small magnitudes."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-2):
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}g}"
+
+
+def _phase_value(ledger: CostLedger, name: str, unit: str) -> float | None:
+    record = ledger[name]
+    return record.seconds if unit == "seconds" else record.flops
+
+
+def _runs_of(ledger: CostLedger, name: str) -> int:
+    runs = ledger[name].extra.get("runs", 1)
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"phase {name!r}: extra['runs'] must be a positive integer, got {runs!r}")
+    return runs
+
+
+def cost_report(ledger: CostLedger, *, full_train_size: int | None = None, protocol_kind: str | None = None,
+                full_epochs: float | None = None, exclude: Iterable[str] = NON_SELECTION_PHASES) -> CostReport:
+    """Compute C_sel, C_sub, C_full, S, R, k* and STR (marginal and fully loaded, in FLOPs and seconds).
+
+    Args:
+        ledger: All phases of one run (selection phases plus the ``train-on-subset`` evaluation phase; merge the
+            ledgers first if they were recorded separately).
+        full_train_size: ``N_full``, needed to estimate ``C_full`` when there is no ``train-on-full`` phase.
+        protocol_kind: ``fixed-epoch`` or ``fixed-iteration``; default: ``train-on-subset``'s
+            ``extra["protocol_kind"]``, else fixed-epoch (with a note).
+        full_epochs: Epochs of the full-data training used for the estimate; default: the subset's
+            ``extra["epochs"]`` (distillation protocols often train small sets far longer than full data).
+        exclude: Phase names that are not part of the selection cost.
+
+    Returns:
+        A :class:`CostReport`.
+    """
+    if not isinstance(ledger, CostLedger):
+        raise TypeError(f"ledger must be a CostLedger, got {type(ledger).__name__}")
+    if full_train_size is not None and (isinstance(full_train_size, bool) or not isinstance(full_train_size, int)
+                                        or full_train_size < 1):
+        raise ValueError(f"full_train_size must be a positive integer, got {full_train_size!r}")
+    if full_epochs is not None and (isinstance(full_epochs, bool) or not isinstance(full_epochs, (int, float))
+                                    or not full_epochs > 0):
+        raise ValueError(f"full_epochs must be a positive number, got {full_epochs!r}")
+    notes: list[str] = []
+    has_sub, has_full = "train-on-subset" in ledger, "train-on-full" in ledger
+    sub_extra = ledger["train-on-subset"].extra if has_sub else {}
+    if protocol_kind is None:
+        protocol_kind = sub_extra.get("protocol_kind")
+        if protocol_kind is None:
+            protocol_kind = "fixed-epoch"
+            notes.append("training protocol kind not recorded; assumed fixed-epoch")
+    if protocol_kind not in PROTOCOL_KINDS:
+        raise ValueError(f"protocol_kind must be one of {PROTOCOL_KINDS}, got {protocol_kind!r}")
+    excluded = set(exclude)
+    selection = [r.name for r in ledger if r.name not in excluded]
+    one_off = [r.name for r in ledger if r.name in selection and r.one_off]
+    incomplete = [r.name for r in ledger if r.name in selection and not r.flops_complete]
+    if incomplete:
+        notes.append(f"C_sel in FLOPs is incomplete: {incomplete} ran (partly) without FLOP counting")
+    if not has_sub:
+        notes.append("no train-on-subset phase: C_sub, S, R and k* are unknown")
+
+    if protocol_kind == "fixed-iteration":
+        source = "fixed-iteration: same number of steps as the subset"
+        notes.append("fixed-iteration protocol: the subset saves no training compute (S = 0, R = 0)")
+    elif has_full:
+        source = "measured"
+    elif has_sub and full_train_size is not None and isinstance(sub_extra.get("samples_seen"), (int, float)) \
+            and sub_extra["samples_seen"] > 0:
+        epochs = full_epochs if full_epochs is not None else sub_extra.get("epochs")
+        if not isinstance(epochs, (int, float)) or isinstance(epochs, bool) or epochs <= 0:
+            source = "unknown"
+            notes.append("cannot estimate C_full: no epochs recorded; pass full_epochs (--full-epochs)")
+        else:
+            source = "estimated from per-sample cost"
+            notes.append(f"C_full estimated as per-sample-epoch cost x {epochs:g} epochs x {full_train_size} samples"
+                         + ("" if full_epochs is None else " (full-data epochs given explicitly)"))
+    else:
+        source = "unknown"
+        notes.append("C_full unknown: record a train-on-full phase, or give full_train_size and record "
+                     "extra['samples_seen'] and extra['epochs'] in train-on-subset")
+
+    units: dict[str, UnitCosts] = {}
+    for unit in UNITS:
+        c = UnitCosts(unit=unit)
+        for kind, totals in (("marginal", ledger.total(selection, include_one_off=False)),
+                             ("fully_loaded", ledger.total(selection))):
+            # no phases at all costs 0; phases without any FLOP count leave the FLOP cost unknown
+            value = totals.seconds if unit == "seconds" else (totals.flops if totals.phases else 0.0)
+            setattr(c, f"c_sel_{kind}", value)
+        if has_sub:
+            total_sub = _phase_value(ledger, "train-on-subset", unit)
+            c.c_sub = None if total_sub is None else total_sub / _runs_of(ledger, "train-on-subset")
+            if source == "estimated from per-sample cost" and total_sub is not None:
+                epochs = full_epochs if full_epochs is not None else sub_extra["epochs"]
+                c.c_full = total_sub / sub_extra["samples_seen"] * epochs * full_train_size
+        if source == "measured":
+            total_full = _phase_value(ledger, "train-on-full", unit)
+            c.c_full = None if total_full is None else total_full / _runs_of(ledger, "train-on-full")
+        elif source.startswith("fixed-iteration"):
+            c.c_full = c.c_sub
+        if c.c_full is not None and c.c_sub is not None:
+            c.savings = 0.0 if protocol_kind == "fixed-iteration" else savings(c.c_full, c.c_sub)
+        for kind in ("marginal", "fully_loaded"):
+            c_sel = getattr(c, f"c_sel_{kind}")
+            if c_sel is None:
+                continue
+            if c.savings is not None:
+                setattr(c, f"r_{kind}", cost_ratio(c.savings, c_sel))
+                setattr(c, f"k_{kind}", break_even_reuses(c_sel, c.savings))
+            if c.c_full is not None:
+                setattr(c, f"str_{kind}", selection_to_tuning_ratio(c_sel, c.c_full))
+        units[unit] = c
+    if protocol_kind == "fixed-iteration":
+        for c in units.values():
+            c.r_marginal = 0.0 if c.r_marginal is not None else None
+            c.r_fully_loaded = 0.0 if c.r_fully_loaded is not None else None
+    return CostReport(protocol_kind=protocol_kind, c_full_source=source, selection_phases=selection,
+                      one_off_phases=one_off, units=units, notes=notes)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Run directories
+# ----------------------------------------------------------------------------------------------------------------
+RUN_KINDS = ("subset", "distill", "select", "eval", "train", "compress")
+
+
+def _check_eval(value: Any, where: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be an object or null, got {type(value).__name__}")
+    for key in ("mean", "std"):
+        if isinstance(value.get(key), bool) or not isinstance(value.get(key), (int, float)):
+            raise ValueError(f"{where}.{key} must be a number, got {value.get(key)!r}")
+    if not isinstance(value.get("protocol"), str):
+        raise ValueError(f"{where}.protocol must be a string, got {value.get('protocol')!r}")
+    if "cost" in value and value["cost"] is not None:
+        CostLedger.from_dict(value["cost"])
+
+
+def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate ``RUN_DIR/run.json`` (format: docs/architecture.md, "Run directories").
+
+    Raises:
+        FileNotFoundError: The directory or its run.json is missing.
+        ValueError: run.json is not valid JSON or a field is missing or invalid (the message names it).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist (give directories written with --out)")
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a run directory written with --out?")
+    run = load_json(path)
+    try:
+        if not isinstance(run, dict):
+            raise ValueError(f"top level must be an object, got {type(run).__name__}")
+        if run.get("kind") not in RUN_KINDS:
+            raise ValueError(f"kind must be one of {RUN_KINDS}, got {run.get('kind')!r}")
+        for key in ("method", "dataset"):
+            if not isinstance(run.get(key), str) or not run[key]:
+                raise ValueError(f"{key} must be a non-empty string, got {run.get(key)!r}")
+        for key, low in (("num_items", 0), ("full_train_size", 1)):
+            value = run.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+        if "cost" not in run:
+            raise ValueError("cost (a CostLedger.to_dict()) is missing")
+        CostLedger.from_dict(run["cost"])
+        _check_eval(run.get("eval"), "eval")
+        _check_eval(run.get("baseline"), "baseline")
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: invalid run.json: {err}") from None
+    run["_path"] = str(run_dir)
+    return run
+
+
+def run_ledger(run: dict[str, Any]) -> CostLedger:
+    """The run's cost ledger merged with its evaluation ledger (the ``train-on-subset`` phase)."""
+    ledger = CostLedger.from_dict(run["cost"])
+    eval_cost = (run.get("eval") or {}).get("cost")
+    if eval_cost is not None and eval_cost != run["cost"]:
+        ledger.merge(CostLedger.from_dict(eval_cost))
+    return ledger
+
+
+def _baseline_cost(run: dict[str, Any], unit: str) -> float | None:
+    cost = (run.get("baseline") or {}).get("cost")
+    if cost is None:
+        return None
+    ledger = CostLedger.from_dict(cost)
+    if "train-on-subset" not in ledger:
+        return None
+    value = _phase_value(ledger, "train-on-subset", unit)
+    return None if value is None else value / _runs_of(ledger, "train-on-subset")
+
+
+def _full_data_key(run: dict[str, Any]) -> tuple[str, Any, Any]:
+    ev = run.get("eval") or {}
+    return run["dataset"], ev.get("protocol"), ev.get("model")
+
+
+def summarise_run(run: dict[str, Any], full_epochs: float | None = None,
+                  full_run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One report row: identity, accuracies and the :class:`CostReport` of a loaded run.
+
+    Args:
+        run: A run loaded with :func:`load_run`.
+        full_epochs: Epochs of full-data training for an estimated ``C_full``.
+        full_run: A full-data run (same dataset, protocol and model) whose training cost is used as the measured
+            ``C_full`` when ``run`` has no ``train-on-full`` phase.
+    """
+    ledger = run_ledger(run)
+    full_ledger = run_ledger(full_run) if full_run is not None and full_run is not run else None
+    if full_ledger is not None and "train-on-full" not in ledger and "train-on-subset" in full_ledger:
+        record = full_ledger["train-on-subset"].to_dict()
+        record["name"] = "train-on-full"
+        record["notes"] = record["notes"] + [f"measured by the full-data run {full_run['_path']}"]
+        ledger.merge(CostLedger.from_dict({**full_ledger.to_dict(), "phases": [record]}))
+    report = cost_report(ledger, full_train_size=run["full_train_size"], full_epochs=full_epochs)
+    if full_ledger is not None and report.c_full_source == "measured":
+        report.c_full_source = "measured (full-data run)"
+        report.notes.append(f"C_full = training cost of the full-data run {full_run['_path']}")
+    ev, base = run.get("eval") or {}, run.get("baseline") or {}
+    return {"run": run["_path"], "kind": run["kind"], "method": run["method"], "dataset": run["dataset"],
+            "num_items": run["num_items"], "ipc": run.get("ipc"), "fraction": run.get("fraction"),
+            "seed": run.get("seed"), "full_train_size": run["full_train_size"],
+            "is_full_data": run["num_items"] == run["full_train_size"], "protocol": ev.get("protocol"),
+            "model": ev.get("model"), "accuracy_mean": ev.get("mean"), "accuracy_std": ev.get("std"),
+            "eval_runs": len(ev.get("accuracies") or []) or None, "baseline_mean": base.get("mean"),
+            "baseline_std": base.get("std"), "baseline_c_sub": {u: _baseline_cost(run, u) for u in UNITS},
+            "report": report}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------------------------
+def _pair(a: float | None, b: float | None, split: bool) -> str:
+    return f"{fmt(a)} / {fmt(b)}" if split else fmt(b)
+
+
+def _accuracy(mean: float | None, std: float | None) -> str:
+    return "n/a" if mean is None else f"{100 * mean:.2f} ± {100 * (std or 0.0):.2f}"
+
+
+def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of the report table (marginal / fully loaded where one-off phases exist)."""
+    split = any(r["report"].one_off_phases for r in rows)
+    suffix = " (marg. / full)" if split else ""
+    header = ["method", "dataset", "size", "accuracy % (protocol)", "random same size %", f"C_sel FLOPs{suffix}",
+              f"C_sel s{suffix}", "S FLOPs", "S s", f"R FLOPs{suffix}", f"R s{suffix}", f"STR FLOPs{suffix}",
+              f"k* FLOPs{suffix}", "C_full"]
+    cells = []
+    for r in rows:
+        f, s = r["report"].units["flops"], r["report"].units["seconds"]
+        size = str(r["num_items"]) + (f" ({r['ipc']} ipc)" if r["ipc"] else "") + (
+            f" ({100 * r['fraction']:.3g}%)" if r["fraction"] else "") + (" (full data)" if r["is_full_data"] else "")
+        acc = _accuracy(r["accuracy_mean"], r["accuracy_std"]) + (f" ({r['protocol']})" if r["protocol"] else "")
+        cells.append([r["method"], r["dataset"], size, acc, _accuracy(r["baseline_mean"], r["baseline_std"]),
+                      _pair(f.c_sel_marginal, f.c_sel_fully_loaded, split),
+                      _pair(s.c_sel_marginal, s.c_sel_fully_loaded, split), fmt(f.savings), fmt(s.savings),
+                      _pair(f.r_marginal, f.r_fully_loaded, split), _pair(s.r_marginal, s.r_fully_loaded, split),
+                      _pair(f.str_marginal, f.str_fully_loaded, split), _pair(f.k_marginal, f.k_fully_loaded, split),
+                      r["report"].c_full_source + ("" if r["report"].protocol_kind == "fixed-epoch"
+                                                   else f" [{r['report'].protocol_kind}]")])
+    return header, cells
+
+
+def render_text(header: list[str], cells: list[list[str]]) -> str:
+    """Plain fixed-width table."""
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def render_markdown(rows: list[dict[str, Any]]) -> str:
+    """report.md: the table, the definitions and each run's notes."""
+    header, cells = table_rows(rows)
+    out = ["# datacomp cost report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    out += ["", "Costs are per training run; accuracies are mean ± std over evaluation runs.", "",
+            "## Definitions", ""]
+    out += [f"- `{k}`: {v}" for k, v in DEFINITIONS.items()]
+    out += ["", "## Runs", ""]
+    for r in rows:
+        rep = r["report"]
+        out.append(f"- `{r['run']}` ({r['method']}, {r['dataset']}): protocol kind {rep.protocol_kind}; C_full "
+                   f"{rep.c_full_source}; selection phases {', '.join(rep.selection_phases) or '(none)'}"
+                   + (f"; one-off {', '.join(rep.one_off_phases)}" if rep.one_off_phases else ""))
+        out += [f"  - {n}" for n in rep.notes]
+    return "\n".join(out) + "\n"
+
+
+def render_csv(rows: list[dict[str, Any]]) -> str:
+    """report.csv: one machine-readable row per run (accuracies as fractions, inf as 'inf', unknown empty)."""
+    fields = ["run", "kind", "method", "dataset", "num_items", "ipc", "fraction", "seed", "full_train_size",
+              "protocol", "model", "eval_runs", "accuracy_mean", "accuracy_std", "baseline_mean", "baseline_std"]
+    metric_names = [k for k in UnitCosts("x").to_dict() if k != "unit"]
+    header = fields + ["protocol_kind", "c_full_source"] + [f"{m}_{u}" for u in UNITS for m in metric_names]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for r in rows:
+        rep = r["report"]
+        values = [r[k] for k in fields] + [rep.protocol_kind, rep.c_full_source]
+        values += [rep.units[u].to_dict()[m] for u in UNITS for m in metric_names]
+        writer.writerow(["" if v is None else v for v in values])
+    return buffer.getvalue()
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*")
+
+
+def render_plot(rows: list[dict[str, Any]], path: Path, unit: str = "flops") -> list[str]:
+    """report.png: accuracy vs total cost (C_sel + C_sub, log x) per dataset, with the full-data break-even line.
+
+    Returns:
+        Notes about points that could not be drawn.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg without touching pyplot's global backend
+    from matplotlib.figure import Figure
+
+    datasets = sorted({r["dataset"] for r in rows})
+    methods = list(dict.fromkeys([r["method"] for r in rows if not r["is_full_data"]] + ["random (same size)"]))
+    style = {m: (_MARKERS[i % len(_MARKERS)], f"C{i % 10}") for i, m in enumerate(methods)}
+    fig = Figure(figsize=(6.5 * len(datasets), 4.8))
+    FigureCanvasAgg(fig)
+    skipped: list[str] = []
+    for i, dataset in enumerate(datasets):
+        ax = fig.add_subplot(1, len(datasets), i + 1)
+        seen: set[str] = set()
+        c_fulls = []
+        for r in (r for r in rows if r["dataset"] == dataset):
+            c = r["report"].units[unit]
+            if c.c_full is not None and c.c_full > 0:
+                c_fulls.append(c.c_full)
+            points = [(r["method"], c.c_sel_fully_loaded, c.c_sub, r["accuracy_mean"], r["accuracy_std"])]
+            if r["baseline_mean"] is not None:
+                points.append(("random (same size)", 0.0, r["baseline_c_sub"][unit], r["baseline_mean"],
+                               r["baseline_std"]))
+            for method, c_sel, c_sub, mean, std in points:
+                if mean is None:
+                    continue
+                if c_sel is None or c_sub is None or c_sel + c_sub <= 0:
+                    skipped.append(f"{r['run']} ({method}): total cost in {unit} unknown, not plotted")
+                    continue
+                marker, color = ("*", "k") if r["is_full_data"] else style[method]
+                label = "full data" if r["is_full_data"] else method
+                ax.errorbar(c_sel + c_sub, 100 * mean, yerr=100 * (std or 0.0), fmt=marker, color=color,
+                            markersize=12 if r["is_full_data"] else 7, capsize=3,
+                            label=None if label in seen else label)
+                seen.add(label)
+        if c_fulls:
+            c_full = sorted(c_fulls)[len(c_fulls) // 2]
+            ax.axvline(c_full, color="k", linestyle="--", linewidth=1,
+                       label="break-even: C_sel + C_sub = C_full")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"total cost per training run, C_sel + C_sub ({UNITS[unit]})")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{dataset}: left of the dashed line, R > 1")
+        ax.grid(True, which="both", alpha=0.3)
+        if seen or c_fulls:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    _atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120), binary=True)
+    return skipped
+
+
+def _atomic_write(path: Path, write: Any, binary: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike = "report",
+                 full_epochs: float | None = None, unit: str = "flops") -> dict[str, Any]:
+    """Load runs, write ``report.md``, ``report.csv`` and ``report.png`` into ``out_dir``; return the rows and text.
+
+    Args:
+        run_dirs: Run directories, each holding a run.json.
+        out_dir: Output folder (created).
+        full_epochs: Epochs of full-data training for estimated ``C_full`` (default: each subset's epochs).
+        unit: Cost axis of the plot, ``flops`` or ``seconds``.
+    """
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {list(UNITS)}, got {unit!r}")
+    run_dirs = list(run_dirs)
+    if not run_dirs:
+        raise ValueError("give at least one RUN_DIR")
+    runs = [load_run(d) for d in run_dirs]
+    full_runs = {_full_data_key(r): r for r in runs if r["num_items"] == r["full_train_size"] and r.get("eval")}
+    rows = [summarise_run(r, full_epochs=full_epochs, full_run=full_runs.get(_full_data_key(r))) for r in runs]
+    out = Path(out_dir)
+    header, cells = table_rows(rows)
+    text = render_text(header, cells)
+    _atomic_write(out / "report.md", lambda h: h.write(render_markdown(rows)))
+    _atomic_write(out / "report.csv", lambda h: h.write(render_csv(rows)))
+    skipped = render_plot(rows, out / "report.png", unit=unit)
+    return {"rows": rows, "text": text, "skipped": skipped, "out": out}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------------
+def _cmd_report(args: argparse.Namespace) -> int:
+    result = write_report(args.run_dirs, args.out, full_epochs=args.full_epochs, unit=args.cost_unit)
+    print(result["text"])
+    print("\nCosts are per training run; 'a / b' = marginal / fully loaded.")
+    for key, text in DEFINITIONS.items():
+        print(f"  {key}: {text}")
+    for row in result["rows"]:
+        for note in row["report"].notes:
+            print(f"  note ({row['run']}): {note}")
+    for note in result["skipped"]:
+        print(f"  plot: {note}")
+    out = result["out"]
+    print(f"wrote {out / 'report.md'}, {out / 'report.csv'}, {out / 'report.png'}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``datacomp report RUN_DIR... [--out DIR] [--full-epochs N] [--cost-unit flops|seconds]``."""
+    p = subparsers.add_parser("report", help="accuracy and cost-ratio table across run directories",
+                              description="Compare runs: accuracy vs random baseline, selection cost, savings, "
+                                          "cost ratio R, STR and break-even reuses; writes report.md/.csv/.png.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="directories holding run.json")
+    p.add_argument("--out", default="report", help="output folder (default: ./report)")
+    p.add_argument("--full-epochs", type=float, default=None,
+                   help="epochs of full-data training for the estimated C_full (default: the subset's epochs)")
+    p.add_argument("--cost-unit", choices=list(UNITS), default="flops", help="cost axis of report.png")
+    p.set_defaults(func=_cmd_report)
+    return p

@@ -1,0 +1,388 @@
+"""``SyntheticSet``: the on-disk format for distilled or selected training sets.
+
+One safetensors file holds the tensors (``images``, ``labels`` and optionally ``lr``, ``weights``,
+``source_indices``) and, in the safetensors header, one JSON metadata document under the key ``datacomp``
+(dataset, space and normalisation, ipc, method, full config, seed, package versions, cost ledger). Loading validates
+every field and fails with a message saying what is wrong. Nothing is ever unpickled: legacy ``.pt`` files from
+DC/DM/MTT/NCFM are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "SyntheticSet", "SynsetFormatError", "base_metadata", "package_versions", "atomic_write", "decode_multiformation",
+]
+
+FORMAT_VERSION = 1
+_META_KEY = "datacomp"
+_REQUIRED_META = ("format_version", "dataset", "space", "num_classes", "method")
+_OPTIONAL_TENSORS = ("lr", "weights", "source_indices")
+
+
+class SynsetFormatError(ValueError):
+    """A SyntheticSet file or object is malformed."""
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that determine results."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("datacomp", "torch", "torchvision", "numpy", "scikit-learn", "safetensors"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def base_metadata(**fields: Any) -> dict:
+    """Metadata every output carries (versions, time, host), updated with ``fields``."""
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+    }
+    meta.update(fields)
+    return meta
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class SyntheticSet:
+    """A small training set: images, hard or soft labels, optional per-image extras, and metadata.
+
+    Attributes:
+        images: ``float32 [N, C, H, W]``, in the space named by ``metadata["space"]`` (``"pixel"`` = [0, 1], or
+            ``"normalized"`` = (x - mean) / std with ``metadata["mean"]``/``["std"]``).
+        labels: ``int64 [N]`` hard labels, or ``float32 [N, K]`` soft labels (rows are probabilities).
+        metadata: JSON-safe dict; needs at least ``dataset``, ``space``, ``num_classes`` and ``method``.
+        lr: Optional learnable learning rate (scalar or per image) from methods that distil it.
+        weights: Optional per-image weights (e.g. from weighted coresets).
+        source_indices: Optional ``int64 [N]`` indices into the real training split (selected subsets).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    metadata: dict = field(default_factory=dict)
+    lr: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    source_indices: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.metadata.setdefault("format_version", FORMAT_VERSION)
+        self.metadata.setdefault("space", "pixel")
+        if "num_classes" not in self.metadata and self.labels is not None:
+            self.metadata["num_classes"] = (
+                int(self.labels.shape[1]) if self.labels.ndim == 2 else int(self.labels.max()) + 1
+            )
+        self.validate()
+
+    # ---------------------------------------------------------------------------------------------------------- checks
+    def validate(self) -> None:
+        """Raise :class:`SynsetFormatError` naming the first problem found."""
+        x, y = self.images, self.labels
+        if not torch.is_tensor(x) or x.ndim != 4 or x.dtype != torch.float32:
+            raise SynsetFormatError(f"images must be a float32 tensor [N, C, H, W], got {_describe(x)}")
+        if len(x) == 0:
+            raise SynsetFormatError("images is empty: a SyntheticSet needs at least one image")
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+            raise SynsetFormatError(f"images contain NaN or inf pixels in {bad} image(s)")
+        missing = [k for k in _REQUIRED_META if k not in self.metadata]
+        if missing:
+            raise SynsetFormatError(f"metadata lacks {missing}; required keys: {list(_REQUIRED_META)}")
+        k = self.metadata["num_classes"]
+        if not isinstance(k, int) or k < 2:
+            raise SynsetFormatError(f"metadata num_classes must be an int >= 2, got {k!r}")
+        if self.metadata["space"] not in ("pixel", "normalized"):
+            raise SynsetFormatError(f"metadata space must be 'pixel' or 'normalized', got {self.metadata['space']!r}")
+        if self.metadata["space"] == "normalized":
+            for key in ("mean", "std"):
+                v = self.metadata.get(key)
+                if not isinstance(v, (list, tuple)) or len(v) != x.shape[1]:
+                    raise SynsetFormatError(f"normalized images need metadata '{key}' with {x.shape[1]} values")
+        if not torch.is_tensor(y) or len(y) != len(x):
+            raise SynsetFormatError(f"labels must be a tensor with {len(x)} rows, got {_describe(y)}")
+        if y.ndim == 1:
+            if y.dtype != torch.int64:
+                raise SynsetFormatError(f"hard labels must be int64, got {y.dtype}")
+            if int(y.min()) < 0 or int(y.max()) >= k:
+                raise SynsetFormatError(f"labels must lie in [0, {k}), got range [{int(y.min())}, {int(y.max())}]")
+        elif y.ndim == 2:
+            if y.dtype != torch.float32 or y.shape[1] != k:
+                raise SynsetFormatError(f"soft labels must be float32 [N, {k}], got {_describe(y)}")
+            if not torch.isfinite(y).all() or (y < 0).any() or not torch.allclose(y.sum(1), torch.ones(len(y)), atol=1e-3):
+                raise SynsetFormatError("soft labels must be finite probabilities whose rows sum to 1")
+        else:
+            raise SynsetFormatError(f"labels must be [N] (hard) or [N, K] (soft), got {_describe(y)}")
+        for name in _OPTIONAL_TENSORS:
+            t = getattr(self, name)
+            if t is None:
+                continue
+            if not torch.is_tensor(t):
+                raise SynsetFormatError(f"{name} must be a tensor, got {type(t).__name__}")
+            if name == "source_indices":
+                if t.dtype != torch.int64 or t.shape != (len(x),) or (t < 0).any():
+                    raise SynsetFormatError(f"source_indices must be non-negative int64 [{len(x)}], got {_describe(t)}")
+            elif t.ndim > 1 or (t.ndim == 1 and len(t) not in (1, len(x))) or not torch.isfinite(t).all():
+                raise SynsetFormatError(f"{name} must be a finite scalar or a vector of {len(x)}, got {_describe(t)}")
+
+    # -------------------------------------------------------------------------------------------------------- views
+    @property
+    def num_classes(self) -> int:
+        return int(self.metadata["num_classes"])
+
+    @property
+    def is_soft(self) -> bool:
+        return self.labels.ndim == 2
+
+    @property
+    def hard_labels(self) -> torch.Tensor:
+        return self.labels.argmax(1) if self.is_soft else self.labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def factor(self) -> int:
+        """Multi-formation factor recorded in metadata (1 = images are used as stored)."""
+        return int(self.metadata.get("factor", 1))
+
+    def training_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pixel-space images, labels) as a model is trained on them: multi-formation decoded if ``factor > 1``."""
+        x, y = self.pixel_images(), self.labels
+        if self.factor > 1:
+            x = decode_multiformation(x, self.factor)
+            y = y.repeat_interleave(self.factor**2, 0)
+        return x, y
+
+    def images_per_class(self) -> list[int]:
+        return torch.bincount(self.hard_labels, minlength=self.num_classes).tolist()
+
+    def _stats(self, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1, 1, 1)
+        return torch.tensor(list(mean)).view(shape), torch.tensor(list(std)).view(shape)
+
+    def pixel_images(self) -> torch.Tensor:
+        """Images in pixel space (undoing the stored normalisation if needed)."""
+        if self.metadata["space"] == "pixel":
+            return self.images
+        m, s = self._stats(self.metadata["mean"], self.metadata["std"])
+        return self.images * s + m
+
+    def normalized_images(self, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+        """Images in the normalised space of (mean, std), the space models are trained in."""
+        m, s = self._stats(mean, std)
+        return (self.pixel_images() - m) / s
+
+    # --------------------------------------------------------------------------------------------------------- I/O
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the set to one ``.safetensors`` file, atomically."""
+        from safetensors.torch import save
+
+        self.validate()
+        tensors = {"images": self.images.contiguous(), "labels": self.labels.contiguous()}
+        for name in _OPTIONAL_TENSORS:
+            t = getattr(self, name)
+            if t is not None:
+                tensors[name] = t.detach().cpu().contiguous()
+        try:
+            meta_json = json.dumps(self.metadata, default=_json_default)
+        except TypeError as err:
+            raise SynsetFormatError(f"metadata is not JSON-serialisable: {err}") from err
+        blob = save({k: v.detach().cpu() for k, v in tensors.items()}, metadata={_META_KEY: meta_json})
+        return atomic_write(path, blob)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SyntheticSet":
+        """Read and validate a set written by :meth:`save`."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no SyntheticSet at {path}")
+        if path.suffix in (".pt", ".pth"):
+            raise SynsetFormatError(f"{path} is a torch file; import it with SyntheticSet.from_legacy(path, dataset=...)")
+        raw = path.read_bytes()
+        try:
+            tensors = load(raw)
+            header_len = int.from_bytes(raw[:8], "little")
+            header = json.loads(raw[8 : 8 + header_len])
+        except (SafetensorError, ValueError, UnicodeDecodeError) as err:
+            raise SynsetFormatError(f"{path} is not a valid safetensors file (truncated or corrupt?): {err}") from err
+        meta_json = header.get("__metadata__", {}).get(_META_KEY)
+        if meta_json is None:
+            raise SynsetFormatError(f"{path} has no datacomp metadata; it was not written by SyntheticSet.save")
+        unknown = set(tensors) - {"images", "labels", *_OPTIONAL_TENSORS}
+        if unknown or not {"images", "labels"} <= set(tensors):
+            raise SynsetFormatError(
+                f"{path}: tensors must be images, labels and optionally {list(_OPTIONAL_TENSORS)}; found {sorted(tensors)}"
+            )
+        try:
+            meta = json.loads(meta_json)
+        except json.JSONDecodeError as err:
+            raise SynsetFormatError(f"{path}: metadata is not valid JSON: {err}") from err
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise SynsetFormatError(f"{path} has format_version {meta['format_version']}; upgrade datacomp to read it")
+        return cls(tensors["images"], tensors["labels"], meta,
+                   **{k: tensors.get(k) for k in _OPTIONAL_TENSORS})
+
+    @classmethod
+    def from_legacy(
+        cls, path: str | os.PathLike | Sequence[str | os.PathLike], dataset: str, space: str = "normalized",
+        mean: Sequence[float] | None = None, std: Sequence[float] | None = None, num_classes: int | None = None,
+        method: str = "legacy",
+    ) -> "SyntheticSet":
+        """Import the field's legacy formats with ``torch.load(weights_only=True)``.
+
+        Accepted: a file holding ``[images, labels]`` (DC/DM ``res_*.pt`` entries, NCFM ``data_*.pt``), a dict with
+        ``data``/``images`` and ``labels``/``targets``, or a pair of paths ``(images.pt, labels.pt)`` (MTT).
+        DC/DM/MTT save *normalised* images (``space="normalized"``, give the dataset's mean/std or let them be
+        looked up); NCFM saves pixel-space images in [0, 1] (``space="pixel"``).
+        """
+        if isinstance(path, (list, tuple)):
+            if len(path) != 2:
+                raise SynsetFormatError("pass (images.pt, labels.pt) as a pair of paths")
+            images, labels = (torch.load(p, map_location="cpu", weights_only=True) for p in path)
+            source = [str(p) for p in path]
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            source = str(path)
+            if isinstance(obj, dict):
+                images = next((obj[k] for k in ("data", "images", "x", "image_syn") if k in obj), None)
+                labels = next((obj[k] for k in ("labels", "targets", "y", "label_syn") if k in obj), None)
+            elif isinstance(obj, (list, tuple)) and len(obj) >= 2:
+                if isinstance(obj[0], (list, tuple)):  # DC/DM 'data' list of [images, labels] per experiment
+                    obj = obj[0]
+                images, labels = obj[0], obj[1]
+            else:
+                images = labels = None
+            if images is None or labels is None:
+                raise SynsetFormatError(f"{path}: expected [images, labels] or a dict with images/labels")
+        if space == "normalized" and (mean is None or std is None):
+            from .data import dataset_info
+
+            spec = dataset_info(dataset)
+            if spec.mean is None:
+                raise SynsetFormatError(f"give mean= and std= for normalised images of dataset '{dataset}'")
+            mean, std = spec.mean, spec.std
+        labels = labels.float() if labels.is_floating_point() and labels.ndim == 2 else labels.long()
+        if num_classes is None:
+            num_classes = int(labels.shape[1]) if labels.ndim == 2 else int(labels.max()) + 1
+        meta = base_metadata(dataset=dataset, space=space, num_classes=num_classes, method=method,
+                             imported_from=source)
+        if space == "normalized":
+            meta.update(mean=list(mean), std=list(std))
+        return cls(images.float().contiguous(), labels, meta)
+
+    # ------------------------------------------------------------------------------------------------------ export
+    def to_png_grid(self, path: str | os.PathLike, max_per_class: int = 10, upscale: int | None = None) -> Path:
+        """Save a class-by-row PNG grid of (up to ``max_per_class``) images per class."""
+        from PIL import Image
+
+        x = self.pixel_images().clamp(0, 1)
+        y = self.hard_labels
+        c, h, w = x.shape[1:]
+        rows = [x[y == k][:max_per_class] for k in range(self.num_classes)]
+        cols = max(1, max(len(r) for r in rows))
+        upscale = upscale or max(1, 32 // max(h, w))
+        pad = 1
+        canvas = torch.ones(c, len(rows) * (h + pad) + pad, cols * (w + pad) + pad)
+        for i, r in enumerate(rows):
+            for j in range(len(r)):  # at most classes x max_per_class tiles: a tiny, bounded loop
+                canvas[:, pad + i * (h + pad) : pad + i * (h + pad) + h, pad + j * (w + pad) : pad + j * (w + pad) + w] = r[j]
+        arr = (canvas.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        img = Image.fromarray(arr[..., 0] if c == 1 else arr)
+        if upscale > 1:
+            img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+        os.close(fd)
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)
+        return path
+
+    def to_imagefolder(self, folder: str | os.PathLike, class_names: Sequence[str] | None = None) -> Path:
+        """Write one PNG per image under ``folder/<class>/`` (readable by torchvision's ImageFolder)."""
+        from PIL import Image
+
+        folder = Path(folder)
+        names = list(class_names) if class_names is not None else [f"{k:03d}" for k in range(self.num_classes)]
+        x = (self.pixel_images().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        y = self.hard_labels.tolist()
+        for i, (img, label) in enumerate(zip(x, y, strict=True)):
+            d = folder / names[label]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(d / f"{i:06d}.png")
+        return folder
+
+
+def decode_multiformation(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Multi-formation decoding (IDC/NCFM): each stored image holds a ``factor x factor`` mosaic; every tile is
+    bilinearly upsampled back to full size, giving ``factor**2`` training images per stored image.
+
+    Output order: all tiles of image 0 (row-major), then image 1, ... so labels decode with
+    ``labels.repeat_interleave(factor**2, 0)``.
+    """
+    if factor == 1:
+        return images
+    if factor < 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    n, c, h, w = images.shape
+    if h % factor or w % factor:
+        raise ValueError(f"image size {h}x{w} is not divisible by factor {factor}")
+    th, tw = h // factor, w // factor
+    tiles = images.reshape(n, c, factor, th, factor, tw).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, th, tw)
+    return torch.nn.functional.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def _describe(t: Any) -> str:
+    if torch.is_tensor(t):
+        return f"{t.dtype} tensor of shape {tuple(t.shape)}"
+    return type(t).__name__
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (Path,)):
+        return str(obj)
+    if torch.is_tensor(obj) and obj.numel() == 1:
+        return obj.item()
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

@@ -1,0 +1,32 @@
+"""Shared test set-up: point the registry at the offline dataset copies when they are beside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if "DATACOMP_SHARED_DATA" not in os.environ and _SHARED.is_dir():
+    os.environ["DATACOMP_SHARED_DATA"] = str(_SHARED)
+
+# Tests are CPU-sized; keep them from oversubscribing small CI machines.
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def shared_file(relative: str) -> Path | None:
+    root = os.environ.get("DATACOMP_SHARED_DATA")
+    path = Path(root) / relative if root else None
+    return path if path is not None and path.is_file() else None
+
+
+requires_cifar10 = pytest.mark.skipif(
+    shared_file("cifar10/cifar10_jpeg.npz") is None,
+    reason="needs the offline CIFAR-10 copy (set DATACOMP_SHARED_DATA to a folder with cifar10/cifar10_jpeg.npz)",
+)
+requires_mnist = pytest.mark.skipif(
+    shared_file("mnist/mnist_test.npz") is None,
+    reason="needs the offline MNIST copy (set DATACOMP_SHARED_DATA to a folder with mnist/mnist_test.npz)",
+)

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import requires_cifar10
+
+from datacomp.cli import main
+from datacomp.data import load_dataset
+from datacomp.evaluate import (
+    PROTOCOLS,
+    evaluate_random_baseline,
+    evaluate_synset,
+    get_protocol,
+    hard_label_recovery,
+    improvement_over_random,
+    random_subset,
+)
+from datacomp.synset import SyntheticSet
+
+
+def test_protocols_are_documented_with_their_source():
+    assert {"dm", "ncfm", "quick"} <= set(PROTOCOLS)
+    dm = PROTOCOLS["dm"]
+    assert (dm.optimizer, dm.lr, dm.momentum, dm.weight_decay, dm.epochs, dm.batch_size, dm.augment, dm.select) == (
+        "sgd", 0.01, 0.9, 5e-4, 1000, 256, "dsa", "final")
+    ncfm = PROTOCOLS["ncfm"]
+    assert (ncfm.optimizer, ncfm.lr, ncfm.epochs, ncfm.milestones, ncfm.gamma, ncfm.cutmix_prob, ncfm.select) == (
+        "adamw", 0.001, 2000, (0.2, 0.4, 0.6, 0.8), 0.5, 0.5, "best")
+    assert all(p.source for p in PROTOCOLS.values())
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [(lambda: get_protocol("fast"), "unknown protocol 'fast'"),
+     (lambda: get_protocol("quick", epochs=0), "epochs >= 1"),
+     (lambda: get_protocol("quick", optimizer="adam"), "optimizer must be"),
+     (lambda: get_protocol("quick", augment="mixup"), "augment must be"),
+     (lambda: get_protocol("quick", select="median"), "select must be"),
+     (lambda: get_protocol("quick", nonsense=1), "unknown protocol field")],
+)
+def test_bad_protocols(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_override_renames_the_protocol():
+    assert get_protocol("quick", epochs=5).name == "quick+epochs=5"
+
+
+def test_random_subset_is_reproducible_and_balanced():
+    ds = load_dataset("digits")
+    a, b = random_subset(ds, 3, seed=1), random_subset(ds, 3, seed=1)
+    assert a.images_per_class() == [3] * 10
+    assert torch.equal(a.source_indices, b.source_indices)
+    torch.testing.assert_close(a.images, ds.train_x[a.source_indices])
+    assert torch.equal(a.labels, ds.train_y[a.source_indices])
+    with pytest.raises(ValueError, match="ipc must be between 1 and"):
+        random_subset(ds, 10_000)
+    with pytest.raises(ValueError, match="ipc must be between 1 and"):
+        random_subset(ds, 0)
+
+
+def test_evaluation_end_to_end_on_digits_is_far_above_chance():
+    ds = load_dataset("digits")
+    syn = random_subset(ds, 10, seed=0)
+    protocol = get_protocol("smoke", epochs=30)
+    res = evaluate_synset(syn, ds, protocol=protocol, runs=2, seed=0, progress=False)
+    assert len(res.accuracies) == 2 and res.mean > 0.6  # chance is 0.1
+    d = res.to_dict()
+    assert d["protocol"] == protocol.name and d["num_train_images"] == 100
+    ph = res.cost["train-on-subset"]
+    assert ph.extra["runs"] == 2 and ph.extra["samples_seen"] == 2 * 100 * 30
+    assert ph.flops_forward > 0 and ph.flops_backward > 0
+    # the same seed gives the same accuracies
+    again = evaluate_synset(syn, ds, protocol=protocol, runs=1, seed=0, progress=False)
+    assert again.accuracies == res.accuracies[:1]
+    base = evaluate_random_baseline(ds, [5] * 10, seed=0, protocol=protocol, runs=1, progress=False)
+    assert improvement_over_random(res, base) == pytest.approx(res.mean - base.mean)
+    assert hard_label_recovery(res, base) == pytest.approx(res.mean - base.mean)
+
+
+@pytest.mark.parametrize("augment", ["dsa", "diffaug"])
+def test_augmented_protocols_and_soft_labels_run(augment):
+    ds = load_dataset("digits")
+    syn = random_subset(ds, 2, seed=0)
+    soft = torch.nn.functional.one_hot(syn.labels, 10).float() * 0.9 + 0.01
+    syn = SyntheticSet(syn.images, soft, dict(syn.metadata))
+    protocol = get_protocol("smoke", epochs=3, augment=augment, cutmix_prob=0.5, select="best", eval_every=1)
+    res = evaluate_synset(syn, ds, protocol=protocol, runs=1, progress=False)
+    assert 0 <= res.mean <= 1
+    assert "evaluation" in res.cost  # test passes are kept out of the training cost
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [(dict(runs=0), "runs must be >= 1"), (dict(classes=3), "3 classes but dataset 'digits' has 10"),
+     (dict(shape=(1, 4, 4)), "images are")],
+)
+def test_evaluation_rejects_mismatches(change, match):
+    ds = load_dataset("digits")
+    syn = random_subset(ds, 1)
+    if "classes" in change:
+        syn = SyntheticSet(syn.images[:3], torch.arange(3), dict(syn.metadata, num_classes=3))
+    if "shape" in change:
+        syn = SyntheticSet(torch.rand(10, 1, 4, 4), syn.labels, dict(syn.metadata))
+    with pytest.raises(ValueError, match=match):
+        evaluate_synset(syn, ds, runs=change.get("runs", 1), protocol="smoke", progress=False)
+
+
+def test_cli_subset_then_eval(tmp_path, capsys):
+    out = tmp_path / "r.safetensors"
+    assert main(["subset", "random", "--dataset", "digits", "--ipc", "5", "--seed", "1", "--out", str(out)]) == 0
+    assert SyntheticSet.load(out).images_per_class() == [5] * 10
+    rc = main(["eval", str(out), "--protocol", "smoke", "--epochs", "20", "--runs", "1", "--model", "convnet-3-in",
+               "mlp", "--json", str(tmp_path / "e.json"), "--out", str(tmp_path / "run")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "protocol 'smoke+epochs=20'" in text and "IOR" in text
+    doc = json.loads((tmp_path / "e.json").read_text())
+    assert set(doc["results"]) == {"convnet-3-in", "mlp"} and len(doc["results"]["mlp"]["accuracies"]) == 1
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["kind"] == "eval" and run["eval"]["mean"] > 0.1 and run["baseline"] is not None
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [(["subset", "random", "--dataset", "digits", "--ipc", "0", "--out", "x.safetensors"], "ipc must be"),
+     (["subset", "random", "--dataset", "nope", "--ipc", "1", "--out", "x.safetensors"], "unknown dataset"),
+     (["eval", "/no/such.safetensors"], "no SyntheticSet at")],
+)
+def test_cli_errors_are_clear(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert pytest.importorskip("re").search(match, capsys.readouterr().err)
+
+
+@requires_cifar10
+@pytest.mark.shared_data
+def test_cifar10_random_subset_quick_eval_beats_chance(tmp_path):
+    ds = load_dataset("cifar10")
+    syn = random_subset(ds, 10, seed=0)
+    res = evaluate_synset(syn, ds, protocol=get_protocol("quick", epochs=30), runs=1, progress=False)
+    assert res.mean > 0.15  # chance 0.10; the full 300-epoch quick protocol gives ~25-28%
