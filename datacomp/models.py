@@ -204,6 +204,10 @@ class ResNet18(ClassifierBase):
         super().__init__()
         if norm not in ("in", "bn"):
             raise ValueError(f"resnet18 norm must be 'in' or 'bn', got '{norm}'")
+        if norm == "in" and min(image_size) < 16:
+            # three stride-2 stages leave 1x1 maps, where per-channel instance norm zeroes every activation
+            raise ValueError(f"image_size {tuple(image_size)} is too small for resnet18-in (needs >= 16 px); "
+                             f"use resnet18-bn or a ConvNet")
         blocks: list[nn.Module] = [nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), _norm2d(norm, 64, (1, 1)),
                                    nn.ReLU(inplace=True)]
         cin = 64

@@ -1,0 +1,359 @@
+"""Safe model files: a safetensors state dict plus a JSON architecture spec (no pickled classes).
+
+A saved model is two files side by side::
+
+    NAME.safetensors   tensors (quantized tensors decomposed into int8 values + scales + zero points)
+    NAME.json          {"format": "datacomp-model", "version": 1,
+                        "arch": {"name": "convnet-3-in", "in_channels": 3, "num_classes": 10,
+                                 "image_size": [32, 32], "kwargs": {}},      # = model.spec
+                        "module_attrs": {"features.0": {"in_channels": 3, "out_channels": 64, "groups": 1}, ...},
+                        "param_shapes": {"features.0.weight": [64, 3, 3, 3], ...},
+                        "model_attrs": {"feature_dim": 1024},
+                        "quantization": null | {"scheme": "int8-static", "api": "fx", "backend": "x86", ...},
+                        "dataset": {...} | null, "metadata": {...}}
+
+Loading rebuilds the unpruned architecture with the registered constructor (``datacomp.models.model_from_spec`` by
+default), shrinks every layer to the recorded shapes (what structured pruning changed), re-applies int8 conversion
+when the file holds a quantized model, and loads the tensors with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+__all__ = [
+    "MODEL_FORMAT",
+    "save_model",
+    "load_model",
+    "read_spec",
+    "architecture_snapshot",
+    "resolve_model_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+]
+
+MODEL_FORMAT = "datacomp-model"
+MODEL_FORMAT_VERSION = 1
+_STATE_KEY = "datacomp_state"
+_VERSIONS_KEY = "datacomp_state_versions"
+
+# Integer attributes that define a layer's shape (what torch-pruning rewrites when it removes channels).
+_SHAPE_ATTRS: tuple[tuple[type, tuple[str, ...]], ...] = (
+    (nn.modules.conv._ConvNd, ("in_channels", "out_channels", "groups")),
+    (nn.Linear, ("in_features", "out_features")),
+    (nn.modules.batchnorm._BatchNorm, ("num_features",)),
+    (nn.modules.instancenorm._InstanceNorm, ("num_features",)),
+    (nn.GroupNorm, ("num_groups", "num_channels")),
+    (nn.LayerNorm, ("normalized_shape",)),
+    (nn.PReLU, ("num_parameters",)),
+)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file normal permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Architecture snapshot
+
+
+def architecture_snapshot(model: nn.Module) -> dict:
+    """Shape facts of an fp32 model: per-layer shape attributes and every parameter/buffer shape.
+
+    Args:
+        model: A float model (possibly structurally pruned).
+
+    Returns:
+        ``{"module_attrs": {...}, "param_shapes": {...}, "model_attrs": {...}}`` (JSON-safe).
+    """
+    module_attrs: dict[str, dict] = {}
+    for name, module in model.named_modules():
+        for cls, attrs in _SHAPE_ATTRS:
+            if isinstance(module, cls):
+                module_attrs[name] = {a: _jsonable(getattr(module, a)) for a in attrs}
+                break
+    param_shapes = {k: list(v.shape) for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    model_attrs = {}
+    if isinstance(getattr(model, "feature_dim", None), int):
+        model_attrs["feature_dim"] = int(model.feature_dim)
+    return {"module_attrs": module_attrs, "param_shapes": param_shapes, "model_attrs": model_attrs}
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _apply_snapshot(model: nn.Module, snapshot: dict) -> None:
+    """Shrink a freshly built model to the recorded layer shapes (the inverse of :func:`architecture_snapshot`)."""
+    modules = dict(model.named_modules())
+    for name, attrs in snapshot.get("module_attrs", {}).items():
+        if name not in modules:
+            raise ValueError(f"model spec names layer '{name}', which the rebuilt architecture does not have")
+        for attr, value in attrs.items():
+            setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
+    for full_name, shape in snapshot.get("param_shapes", {}).items():
+        owner_name, _, leaf = full_name.rpartition(".")
+        owner = modules.get(owner_name)
+        if owner is None:
+            raise ValueError(f"model spec names tensor '{full_name}', which the rebuilt architecture does not have")
+        shape = torch.Size(shape)
+        if leaf in owner._parameters and owner._parameters[leaf] is not None:
+            if owner._parameters[leaf].shape != shape:
+                old = owner._parameters[leaf]
+                owner._parameters[leaf] = nn.Parameter(torch.empty(shape, dtype=old.dtype), old.requires_grad)
+        elif leaf in owner._buffers and owner._buffers[leaf] is not None:
+            if owner._buffers[leaf].shape != shape:
+                owner._buffers[leaf] = torch.empty(shape, dtype=owner._buffers[leaf].dtype)
+    for attr, value in snapshot.get("model_attrs", {}).items():
+        setattr(model, attr, value)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# State dict <-> flat tensors (quantized tensors, packed-param tuples and dtypes have no safetensors form)
+
+
+def _flatten_state(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    tensors: dict[str, torch.Tensor] = {}
+    layout: dict[str, dict] = {}
+
+    def put(key: str, value: Any) -> dict:
+        if value is None:
+            return {"kind": "none"}
+        if isinstance(value, torch.dtype):
+            return {"kind": "dtype", "value": str(value).removeprefix("torch.")}
+        if isinstance(value, (tuple, list)):
+            return {"kind": "tuple", "items": [put(f"{key}::{i}", v) for i, v in enumerate(value)]}
+        if not torch.is_tensor(value):
+            raise TypeError(f"cannot save state entry '{key}' of type {type(value).__name__}")
+        value = value.detach().cpu()
+        if value.is_quantized:
+            tensors[f"{key}::int"] = value.int_repr().contiguous()
+            entry = {"kind": "qtensor", "dtype": str(value.dtype).removeprefix("torch.")}
+            if value.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                entry.update(scheme="per_tensor", scale=float(value.q_scale()), zero_point=int(value.q_zero_point()))
+            else:
+                tensors[f"{key}::scales"] = value.q_per_channel_scales().contiguous()
+                tensors[f"{key}::zero_points"] = value.q_per_channel_zero_points().contiguous()
+                entry.update(scheme="per_channel", axis=int(value.q_per_channel_axis()))
+            return entry
+        tensors[key] = value.contiguous().clone()
+        return {"kind": "tensor"}
+
+    for key, value in state.items():
+        layout[key] = put(key, value)
+    return tensors, layout
+
+
+def _unflatten_state(tensors: dict[str, torch.Tensor], layout: dict[str, dict]) -> dict:
+    def get(key: str, entry: dict) -> Any:
+        kind = entry["kind"]
+        if kind == "none":
+            return None
+        if kind == "dtype":
+            return getattr(torch, entry["value"])
+        if kind == "tuple":
+            return tuple(get(f"{key}::{i}", e) for i, e in enumerate(entry["items"]))
+        if kind == "tensor":
+            return tensors[key]
+        if kind == "qtensor":
+            ints = tensors[f"{key}::int"]
+            if entry["scheme"] == "per_tensor":
+                return torch._make_per_tensor_quantized_tensor(ints, entry["scale"], entry["zero_point"])
+            return torch._make_per_channel_quantized_tensor(
+                ints, tensors[f"{key}::scales"], tensors[f"{key}::zero_points"], entry["axis"]
+            )
+        raise ValueError(f"unknown state entry kind '{kind}' for '{key}'")
+
+    with warnings.catch_warnings():  # quantized-tensor constructors are deprecated along with torch.ao (see quantize)
+        warnings.simplefilter("ignore")
+        return {key: get(key, entry) for key, entry in layout.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Save / load
+
+
+def resolve_model_path(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(weights.safetensors, spec.json)`` for a model given as either file or as a directory holding ``model.*``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    elif not path.suffix and not path.exists():
+        raise FileNotFoundError(
+            f"model '{path}' not found: expected a run directory from `datacomp train` (holding model.safetensors "
+            f"and model.json), or a .safetensors / .json model file"
+        )
+    if path.suffix == ".json":
+        weights, spec = path.with_suffix(".safetensors"), path
+    elif path.suffix == ".safetensors":
+        weights, spec = path, path.with_suffix(".json")
+    else:
+        raise ValueError(f"model path must be a directory, a .safetensors or a .json file, got '{path}'")
+    return weights, spec
+
+
+def save_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    arch: dict | None = None,
+    *,
+    dataset: dict | None = None,
+    metadata: dict | None = None,
+) -> Path:
+    """Save ``model`` safely as ``path`` (``.safetensors``) plus its spec (same stem, ``.json``).
+
+    Args:
+        model: A float model (pruned or not), or an int8 model from :func:`datacomp.compress.quantize.quantize_int8`.
+        path: Target ``.safetensors`` file (or a directory: ``DIR/model.safetensors``).
+        arch: The model's constructor spec (``model.spec`` from ``datacomp.models.create_model``: ``name``,
+            ``in_channels``, ``num_classes``, ``image_size``, ``kwargs``); defaults to ``model.spec``.
+        dataset: Optional dataset summary (``ImageDataset.info()``), including ``mean``/``std``.
+        metadata: Optional JSON-safe extras (config, seed, versions, cost ...).
+
+    Returns:
+        The path of the weights file.
+    """
+    quant = getattr(model, "datacomp_quant", None)
+    if arch is None:
+        arch = quant["arch"] if quant else getattr(model, "spec", None)
+    _check_arch(arch)
+    weights_path, spec_path = resolve_model_path(path)
+    snapshot = quant["fp32_snapshot"] if quant else architecture_snapshot(model)
+    state = model.state_dict()
+    tensors, layout = _flatten_state(state)
+    # Per-module state-dict versions: quantized modules pick their loading code path from them.
+    versions = {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()}
+    spec = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_FORMAT_VERSION,
+        "arch": _jsonable_arch(arch),
+        **snapshot,
+        "quantization": {k: v for k, v in quant.items() if k not in ("fp32_snapshot", "arch")} if quant else None,
+        "dataset": dataset,
+        "metadata": metadata or {},
+    }
+    header = {_STATE_KEY: json.dumps(layout), _VERSIONS_KEY: json.dumps(versions)}
+    atomic_write_bytes(weights_path, st_save(tensors, metadata=header))
+    atomic_write_json(spec_path, spec)
+    return weights_path
+
+
+def read_spec(path: str | os.PathLike) -> dict:
+    """Read and validate a model spec (``.json``, ``.safetensors`` or directory)."""
+    _, spec_path = resolve_model_path(path)
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"model spec '{spec_path}' not found (expected next to the .safetensors weights)")
+    spec = json.loads(spec_path.read_text())
+    if spec.get("format") != MODEL_FORMAT:
+        raise ValueError(f"'{spec_path}' is not a datacomp model spec (format={spec.get('format')!r})")
+    if spec.get("version") != MODEL_FORMAT_VERSION:
+        raise ValueError(f"'{spec_path}': unsupported model spec version {spec.get('version')}")
+    return spec
+
+
+def _check_arch(arch: Any) -> None:
+    keys = ("name", "in_channels", "num_classes", "image_size")
+    if not isinstance(arch, dict) or any(k not in arch for k in keys):
+        raise TypeError(
+            f"arch must be a model spec dict with {list(keys)} (+ optional 'kwargs'), as in model.spec from "
+            f"datacomp.models.create_model; got {arch!r}"
+        )
+
+
+def _jsonable_arch(arch: dict) -> dict:
+    out = {k: arch[k] for k in ("name", "in_channels", "num_classes")}
+    out["image_size"] = [int(v) for v in arch["image_size"]]
+    out["kwargs"] = dict(arch.get("kwargs") or {})
+    return out
+
+
+def _default_builder(arch: dict) -> nn.Module:
+    from datacomp.models import model_from_spec
+
+    return model_from_spec(arch)
+
+
+def load_model(
+    path: str | os.PathLike, builder: Callable[..., nn.Module] | None = None
+) -> tuple[nn.Module, dict]:
+    """Rebuild a model saved by :func:`save_model`.
+
+    Args:
+        path: Directory, ``.safetensors`` or ``.json`` of a saved model.
+        builder: ``builder(arch_spec) -> nn.Module``; defaults to ``datacomp.models.model_from_spec``.
+
+    Returns:
+        ``(model in eval mode, spec dict)``.
+    """
+    weights_path, _ = resolve_model_path(path)
+    spec = read_spec(path)
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"model weights '{weights_path}' not found")
+    raw = weights_path.read_bytes()
+    tensors = st_load(raw)
+    header = _safetensors_metadata(raw)
+    layout = json.loads(header.get(_STATE_KEY, "null"))
+    if layout is None:  # a plain safetensors state dict
+        layout = {k: {"kind": "tensor"} for k in tensors}
+    state = OrderedDict(_unflatten_state(tensors, layout))
+    state._metadata = OrderedDict(json.loads(header.get(_VERSIONS_KEY, "{}")))  # type: ignore[attr-defined]
+
+    build = builder or _default_builder
+    model = build(dict(spec["arch"]))
+    _apply_snapshot(model, spec)
+    model.eval()
+    if spec.get("quantization"):
+        from datacomp.compress.quantize import rebuild_quantized
+
+        model = rebuild_quantized(model, spec["quantization"])
+    model.load_state_dict(state, strict=True)
+    if spec.get("quantization"):
+        model.datacomp_quant = {
+            **spec["quantization"],
+            "arch": spec["arch"],
+            "fp32_snapshot": {k: spec[k] for k in ("module_attrs", "param_shapes", "model_attrs")},
+        }
+    return model.eval(), spec
+
+
+def _safetensors_metadata(raw: bytes) -> dict:
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    return header.get("__metadata__", {}) or {}
