@@ -1,0 +1,226 @@
+"""Seconds per iteration and peak memory of NCFM and DM at fixed settings, beside the bare network passes.
+
+Fixed settings (issue 3): CIFAR-10-shaped data (3x32x32, 10 classes), IPC 10, ConvNet-3 (instance norm, width 128).
+- NCFM: 4096 Gaussian frequencies, 256 real images per class, factor 2 (40 decoded images per class), calibration on,
+  per-class AdamW steps (the released code's schedule) -- the ``official`` preset with ``real_batch=256``.
+- DM: 256 real images per class, DSA, one SGD step per iteration.
+
+For each method the same iteration's *bare network passes* are timed on their own, so the overhead of augmentation,
+loss, sampler and optimiser shows as a ratio:
+- ``real_forward``: the real-image feature forward alone (inference mode, all classes in one batch, evaluated
+  512 images at a time as the distillers do);
+- ``network``: every network pass the iteration makes (real forward, synthetic forward + backward, and for NCFM the
+  calibration forward + backward).
+
+Each method runs in its own child process; its peak resident memory is ``VmHWM`` reset after data loading and
+warm-up (``/proc/self/clear_refs``) and read right after the timed iterations: the iteration loop's peak with the
+training split, pool and models resident. Timings depend on
+shapes only, so random pixels stand in for CIFAR-10 (``--data cifar10`` uses the shared copy instead).
+
+Full run (the lead's command; ~10 minutes on 2 cores)::
+
+    OMP_NUM_THREADS=2 python benchmarks/distill_speed.py --iterations 10 --json benchmarks/results/distill_speed.json
+
+Validation at tiny sizes: ``python benchmarks/distill_speed.py --quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+# The offline dataset copies beside the repository (shared CIFAR-10), unless the caller points elsewhere.
+if "DATACOMP_SHARED_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
+    os.environ["DATACOMP_SHARED_DATA"] = str(REPO.parent / "shared" / "data")
+
+ISSUE_TARGETS = {
+    "released NCFM code (issue 3, 2-core CPU)": {"s_per_it": 6.5, "peak_gb": 2.1},
+    "released DM code (issue 3, 2-core CPU)": {"s_per_it": 1.65, "peak_gb": 2.4},
+    "targets for ours": "NCFM <= 3.2 s/it and <= 2.1 GB; DM <= 1.65 s/it; NCFM iteration <= 1.25 x bare passes",
+}
+
+
+def _rss_gb() -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def _reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so loading the dataset does not count as the loop's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_gb() -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def _dataset(args: argparse.Namespace):
+    from datacomp.data import ImageDataset, load_dataset
+
+    if args.data == "cifar10":
+        return load_dataset("cifar10")
+    gen = torch.Generator().manual_seed(0)
+    per_class = max(args.real_batch, 4 * args.ipc) + 8
+    n = 10 * per_class
+    x = torch.rand(n, 3, args.size, args.size, generator=gen)
+    y = torch.arange(10).repeat_interleave(per_class)
+    return ImageDataset("random-cifar-shape", x, y, x[:100], y[:100], [str(i) for i in range(10)],
+                        (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), source="random pixels (speed only)")
+
+
+def _timed(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _child(args: argparse.Namespace) -> dict:
+    """Measure one method in this process; returns a JSON-ready dict."""
+    from datacomp.distillers.base import features_no_grad
+    from datacomp.distillers.presets import get_config
+    from datacomp.models import create_model
+
+    torch.manual_seed(0)
+    ds = _dataset(args)
+    model = "convnet-3-in"
+    classes = list(range(10))
+    if args.child == "ncfm":
+        from datacomp.distillers.ncfm import NCFMDistiller
+        from datacomp.distillers.pool import FeaturePool
+
+        cfg = get_config("ncfm", "official", real_batch=args.real_batch, num_freqs=args.num_freqs,
+                         step_mode=args.step_mode, real_sampling="random", real_bf16=args.bf16)
+        net = create_model(model, 3, 10, ds.image_size)
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        # Speed does not depend on the weights: one untrained member stands in for the trained pool.
+        pool = FeaturePool(model, [state], [state], [{"test_accuracy": 0.0, "epochs": 0, "cost": None}])
+        distiller = NCFMDistiller(cfg, ds, classes, args.ipc, model, torch.device("cpu"), 0, pool)
+        decoded = args.ipc * distiller.config.factor**2  # the resolved factor (presets say 0 = auto)
+    else:
+        from datacomp.distillers.dm import DMDistiller
+
+        cfg = get_config("dm", "paper", real_batch=args.real_batch, real_bf16=args.bf16)
+        distiller = DMDistiller(cfg, ds, classes, args.ipc, model, torch.device("cpu"), 0)
+        decoded = args.ipc
+    distiller.step(0)  # warm-up (allocator, oneDNN primitives)
+    loaded_gb = _rss_gb()
+    _reset_peak_rss()  # from here VmHWM is the iteration loop's peak (data and models resident included)
+    iteration = _timed(lambda: distiller.step(1), args.iterations)
+    peak_gb = _peak_rss_gb()  # the distillation's own peak, before the bare passes below
+
+    net = create_model(model, 3, 10, ds.image_size).requires_grad_(False)
+    real = ds.normalize(ds.train_x[: 10 * min(args.real_batch, distiller.real_count)])
+    syn = torch.randn(10 * decoded, 3, *ds.image_size, requires_grad=True)
+
+    def real_forward() -> None:
+        with torch.inference_mode():  # chunked like the distillers (same result, bounded activation memory)
+            features_no_grad(net, real, bf16=args.bf16)
+
+    def syn_pass() -> None:
+        net.forward_features(syn).sum().backward()
+
+    def calib_pass() -> None:
+        net(syn).sum().backward()
+
+    real_forward()
+    real_t = _timed(real_forward, args.iterations)
+    syn_t = _timed(syn_pass, args.iterations)
+    network = [r + s for r, s in zip(real_t, syn_t)]
+    if args.child == "ncfm" and cfg.calibration:
+        calib_t = _timed(calib_pass, args.iterations)
+        network = [n + c for n, c in zip(network, calib_t)]
+    med = statistics.median
+    return {
+        "method": args.child,
+        "settings": {"ipc": args.ipc, "real_batch_per_class": min(args.real_batch, distiller.real_count),
+                     "decoded_per_class": decoded, "image_size": args.size, "model": model, "real_bf16": args.bf16,
+                     "data": args.data,
+                     **({"num_freqs": args.num_freqs, "factor": distiller.config.factor, "calibration": True,
+                         "sampler": "gaussian",
+                         "step_mode": args.step_mode} if args.child == "ncfm" else {"augment": "dsa"})},
+        "s_per_iteration": med(iteration),
+        "s_per_iteration_all": iteration,
+        "real_forward_s": med(real_t),
+        "network_passes_s": med(network),
+        "ratio_to_real_forward": med(iteration) / med(real_t),
+        "ratio_to_network_passes": med(iteration) / med(network),
+        "peak_rss_gb": peak_gb,
+        "rss_before_loop_gb": loaded_gb,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=10, help="timed iterations per method (median reported)")
+    parser.add_argument("--ipc", type=int, default=10)
+    parser.add_argument("--real-batch", type=int, default=256)
+    parser.add_argument("--num-freqs", type=int, default=4096)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--step-mode", default="per-class", help="NCFM image steps: per-class or joint")
+    parser.add_argument("--data", default="random", help="random (CIFAR-10 shape) or cifar10 (shared copy)")
+    parser.add_argument("--methods", nargs="+", default=["ncfm", "dm"])
+    parser.add_argument("--bf16", action="store_true",
+                        help="real features under bfloat16 autocast (only faster on CPUs with native bf16)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to validate the script")
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.iterations, args.ipc, args.real_batch, args.num_freqs, args.size = 2, 1, 16, 256, 16
+    if args.child:
+        print(json.dumps(_child(args)))
+        return 0
+    results = []
+    for method in args.methods:
+        cmd = [sys.executable, __file__, "--child", method, "--iterations", str(args.iterations), "--ipc",
+               str(args.ipc), "--real-batch", str(args.real_batch), "--num-freqs", str(args.num_freqs), "--size",
+               str(args.size), "--step-mode", args.step_mode, "--data", args.data, *(["--bf16"] if args.bf16 else [])]
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        if done.returncode:
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"{'method':<6} {'s/it':>7} {'real fwd s':>10} {'net passes s':>12} {'it/real':>8} {'it/net':>7} {'peak GB':>8}")
+    for r in results:
+        print(f"{r['method']:<6} {r['s_per_iteration']:7.3f} {r['real_forward_s']:10.3f} {r['network_passes_s']:12.3f} "
+              f"{r['ratio_to_real_forward']:8.2f} {r['ratio_to_network_passes']:7.2f} {r['peak_rss_gb']:8.2f}")
+    print("reference:", json.dumps(ISSUE_TARGETS))
+    if args.json:
+        from datacomp.cost import save_json
+
+        doc = {"results": results, "reference": ISSUE_TARGETS, "quick": args.quick,
+               "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                        "processor": platform.processor(), "torch": torch.__version__}}
+        save_json(doc, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""What every distiller shares: synthetic images of some classes, seeded randomness, real batches, checkpoint state.
+
+Randomness is organised so that a run split over several processes (classes divided between ranks) follows the same
+trajectory as a single-process run: one *global* generator (same seed on every rank) draws everything shared by all
+classes (feature extractor, blend weight, frequencies, fresh networks), and one generator *per class* draws that
+class's real batch and augmentation seeds. Every generator state is part of the checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from datacomp.data import ImageDataset
+
+__all__ = ["Distiller", "AllReduce", "draw_seed", "features_no_grad", "REAL_CHUNK"]
+
+AllReduce = Callable[[list[Tensor]], None]
+_SEED_LIMIT = 2**62
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """A fresh non-negative int seed from ``generator`` (for seeded augmentation and network creation)."""
+    return int(torch.randint(0, _SEED_LIMIT, (1,), generator=generator))
+
+
+def _class_seed(seed: int, c: int) -> int:
+    return (seed * 1_000_003 + 7919 * (c + 1)) % (2**63 - 1)
+
+
+class Distiller:
+    """Base class: the synthetic images of the classes ``classes`` and the state to checkpoint them.
+
+    Args:
+        config: The method's config dataclass.
+        dataset: The real dataset.
+        classes: Global class indices this process distils (all classes for a single process).
+        ipc: Stored images per class.
+        model: Registered model name used for matching.
+        device: Torch device.
+        seed: Run seed (shared by all ranks).
+        all_reduce: Sums a list of tensors across processes in place (None for a single process).
+    """
+
+    method = "base"
+    space = "pixel"
+
+    def __init__(self, config: Any, dataset: ImageDataset, classes: list[int], ipc: int, model: str,
+                 device: torch.device, seed: int, all_reduce: AllReduce | None = None) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.classes = list(classes)
+        self.num_classes = dataset.num_classes
+        self.ipc = ipc
+        self.model_name = model
+        self.device = torch.device(device)
+        self.seed = seed
+        self.all_reduce = all_reduce
+        self.generator = torch.Generator().manual_seed(seed)
+        self.class_generators = [torch.Generator().manual_seed(_class_seed(seed, c)) for c in self.classes]
+        # The training split itself (no copy on CPU) plus per-class indices in dataset order; batches are gathered
+        # and normalised when drawn (a class-sorted copy would cost another 600 MB on CIFAR-10).
+        self.train_x = dataset.train_x.to(self.device)
+        self.class_index = [torch.nonzero(dataset.train_y == c).flatten() for c in range(self.num_classes)]
+        # One real-batch size for every class (the smallest class bounds it), so batches stack into [C, n, ...].
+        self.real_count = int(dataset.class_counts.min())
+        self.images: Tensor  # stored synthetic images of self.classes, class-major [len(classes) * ipc, C, H, W]
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def labels(self) -> Tensor:
+        """Labels of :attr:`images` (class-major)."""
+        return torch.tensor(self.classes, dtype=torch.long).repeat_interleave(self.ipc)
+
+    def class_blocks(self, x: Tensor, per_class: int) -> Tensor:
+        """View a class-major batch as ``[len(classes), per_class, ...]``."""
+        return x.reshape(len(self.classes), per_class, *x.shape[1:])
+
+    def real_batch(self, index: int, n: int, mode: str = "random") -> Tensor:
+        """``n`` normalised real images of local class ``index`` (random draw from its generator, or the first n)."""
+        members = self.class_index[self.classes[index]]
+        if mode == "first":
+            picks = members[:n]
+        else:
+            picks = members[torch.randperm(len(members), generator=self.class_generators[index])[:n]]
+        return self.dataset.normalize(self.train_x[picks.to(self.train_x.device)])
+
+    def initial_real_images(self, index: int, n: int, mode: str) -> Tensor:
+        """``n`` pixel-space real images of local class ``index`` (repeating the class when it has fewer)."""
+        members = self.class_index[self.classes[index]]
+        count = len(members)
+        if mode == "first":
+            order = torch.arange(count)
+        else:
+            order = torch.randperm(count, generator=self.class_generators[index])
+        picks = members[order[torch.arange(n) % count]]
+        return self.train_x[picks.to(self.train_x.device)].clone()
+
+    # ------------------------------------------------------------------------------------------------ interface
+    def step(self, iteration: int) -> Tensor:
+        """Run one iteration; return the per-class losses ``[len(classes)]`` (detached, on CPU)."""
+        raise NotImplementedError
+
+    def after_step(self, mean_loss: float) -> None:
+        """Hook called with the mean loss over *all* classes (all ranks) after every iteration."""
+
+    def current_lr(self) -> float:
+        """Current image learning rate."""
+        raise NotImplementedError
+
+    def stored_images(self) -> Tensor:
+        """The stored synthetic images of this process's classes (detached, CPU, in :attr:`space`)."""
+        return self.images.detach().cpu().clone()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where the run stopped."""
+        return {
+            "images": self.images.detach().cpu().clone(),
+            "generator": self.generator.get_state(),
+            "class_generators": [g.get_state() for g in self.class_generators],
+            "classes": list(self.classes),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state["classes"]) != self.classes:
+            raise ValueError(
+                f"checkpoint holds classes {list(state['classes'])} but this process distils {self.classes}; "
+                "resume with the same number of processes as the interrupted run"
+            )
+        if tuple(state["images"].shape) != tuple(self.images.shape):
+            raise ValueError(f"checkpoint images {tuple(state['images'].shape)} do not match this run's "
+                             f"{tuple(self.images.shape)} (different --ipc, dataset or factor?)")
+        with torch.no_grad():
+            self.images.copy_(state["images"].to(self.images.device))
+        self.generator.set_state(state["generator"])
+        for g, s in zip(self.class_generators, state["class_generators"], strict=True):
+            g.set_state(s)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready extra metadata (e.g. the feature pool)."""
+        return {}
+
+
+REAL_CHUNK = 512
+
+
+@torch.no_grad()
+def features_no_grad(net: torch.nn.Module, x: Tensor, chunk: int = REAL_CHUNK, bf16: bool = False) -> Tensor:
+    """``net.forward_features(x)`` without autograd, ``chunk`` images at a time (float32 result).
+
+    Same result as one batched call (instance-norm networks treat images independently), but the activations of
+    only ``chunk`` images are alive at once: a 2560-image CIFAR batch through ConvNet-3 otherwise needs ~3 GB.
+    ``bf16=True`` runs the convolutions under bfloat16 autocast (features differ by ~0.5 % relative): only worth it
+    on hardware with native bf16 (AVX-512-BF16/AMX CPUs, GPUs); on AVX2-only CPUs it is ~20x *slower*.
+    """
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        return torch.cat([net.forward_features(part).float() for part in x.split(chunk)])

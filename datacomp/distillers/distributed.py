@@ -1,0 +1,117 @@
+"""Class-parallel distillation across processes (``torchrun``): setup, class split, reductions and gathers.
+
+A run launched with ``torchrun --nproc_per_node=N`` has ``WORLD_SIZE``/``RANK`` in its environment; classes are split
+into contiguous blocks, one per rank, and the synthetic images are gathered on rank 0 at the end. Backend: ``gloo``
+on CPU, ``nccl`` on CUDA. Gathers use tensors only (JSON text travels as a uint8 tensor), nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["Context", "setup", "split_classes"]
+
+
+def split_classes(num_classes: int, world_size: int) -> list[list[int]]:
+    """Contiguous, balanced blocks of class indices, one per rank."""
+    if world_size > num_classes:
+        raise ValueError(f"{world_size} processes for {num_classes} classes: use at most one process per class")
+    base, extra = divmod(num_classes, world_size)
+    blocks, start = [], 0
+    for rank in range(world_size):
+        size = base + (1 if rank < extra else 0)
+        blocks.append(list(range(start, start + size)))
+        start += size
+    return blocks
+
+
+@dataclass
+class Context:
+    """Where this process stands: rank, world size, device; collective helpers that are no-ops for one process."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    initialized_here: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _comm_device(self) -> torch.device:
+        return self.device if dist.is_initialized() and dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def all_reduce_sum(self, tensors: list[Tensor]) -> None:
+        """Sum ``tensors`` across processes, in place."""
+        if not self.distributed:
+            return
+        for t in tensors:
+            buf = t.to(self._comm_device())
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            t.copy_(buf.to(t.device))
+
+    def gather_rows(self, x: Tensor) -> list[Tensor] | None:
+        """Gather variable-length ``[n_r, ...]`` tensors on rank 0 (list by rank); None on other ranks."""
+        if not self.distributed:
+            return [x]
+        dev = self._comm_device()
+        x = x.to(dev).contiguous()
+        sizes = [torch.zeros(1, dtype=torch.long, device=dev) for _ in range(self.world_size)]
+        dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.long, device=dev))
+        longest = int(max(s.item() for s in sizes))
+        padded = torch.zeros((longest, *x.shape[1:]), dtype=x.dtype, device=dev)
+        padded[: x.shape[0]] = x
+        bufs = [torch.zeros_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(bufs, padded)
+        if not self.is_main:
+            return None
+        return [b[: int(s.item())].cpu() for b, s in zip(bufs, sizes)]
+
+    def gather_json(self, obj: Any) -> list[Any] | None:
+        """Gather JSON-serialisable objects on rank 0 (list by rank); None on other ranks."""
+        data = torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8)
+        parts = self.gather_rows(data)
+        return None if parts is None else [json.loads(bytes(p.tolist()).decode()) for p in parts]
+
+    def close(self) -> None:
+        if self.initialized_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def setup(device: str | torch.device | None = None) -> Context:
+    """Initialise the process group when launched by torchrun (``WORLD_SIZE > 1``); otherwise a 1-process context.
+
+    Args:
+        device: ``cpu``, ``cuda`` or None (CUDA when available). Under torchrun on CUDA each rank uses
+            ``cuda:LOCAL_RANK``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device is None or str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if world <= 1:
+        return Context(0, 1, dev)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    initialized_here = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        initialized_here = True
+    return Context(rank, world, dev, initialized_here)

@@ -1,0 +1,304 @@
+"""Distillers in-process: presets, multi-formation, pool, NCFM/DM iterations, outputs, rejection paths, NaN stop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datacomp.data import load_dataset
+from datacomp.distillers import dm as dm_module
+from datacomp.distillers.multiformation import decode, encode_mosaic, resolve_factor
+from datacomp.distillers.ncfm import NCFMDistiller, ncfm_loss
+from datacomp.distillers.pool import PoolSpec, build_pool
+from datacomp.distillers.presets import PRESETS, get_config, preset_differences
+from datacomp.distillers.runner import DistillationDiverged, run_distillation
+from datacomp.models import create_model
+from datacomp.synset import SyntheticSet
+
+NUM_CLASSES = 4
+TINY_NCFM = {"pool_size": 1, "pool_epochs": 1, "pool_min_steps": 0, "real_batch": 12, "num_freqs": 64, "factor": 2}
+
+
+def write_tiny_npz(folder: Path) -> str:
+    """A 4-class 8x8 grey dataset whose classes differ by a bright quadrant; returns its ``npz:PATH`` name."""
+    rng = np.random.default_rng(0)
+
+    def split(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.integers(0, 60, size=(NUM_CLASSES * per_class, 8, 8), dtype=np.uint8)
+        y = np.repeat(np.arange(NUM_CLASSES), per_class)
+        for c in range(NUM_CLASSES):
+            r, q = divmod(c, 2)
+            x[y == c, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] += 150
+        order = rng.permutation(len(y))
+        return x[order], y[order]
+
+    x_train, y_train = split(24)
+    x_test, y_test = split(8)
+    path = folder / "tiny.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return f"npz:{path}"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("tiny")
+    return write_tiny_npz(folder), str(folder / "pool")
+
+
+def run_tiny(tiny, out: Path, method: str = "ncfm", **kwargs):
+    name, pool_dir = tiny
+    overrides = {"ncfm": dict(TINY_NCFM), "dm": {"real_batch": 12}}.get(method, {})
+    overrides.update(kwargs.pop("overrides", {}))
+    args = dict(method=method, dataset=name, ipc=1, preset="cpu-quick", out=out, overrides=overrides,
+                eval_runs=0, checkpoint_every=2, pool_dir=pool_dir, progress=False, device="cpu")
+    args.update(kwargs)
+    return run_distillation(**args)
+
+
+# ---------------------------------------------------------------------------------------------------- presets
+def test_presets_encode_paper_and_released_code() -> None:
+    paper, official = PRESETS["ncfm"]["paper"], PRESETS["ncfm"]["official"]
+    assert (paper.sampler, paper.num_freqs, paper.real_sampling) == ("learned", 1024, "random")
+    assert (official.sampler, official.num_freqs, official.real_sampling, official.real_batch) == ("gaussian", 4096, "first", 1024)
+    for cfg in (paper, official):
+        assert (resolve_factor(cfg.factor, (32, 32)), cfg.optimizer, cfg.lr_img, cfg.weight_decay, cfg.loss_scale, cfg.pool_size) == (2, "adamw", 1e-3, 5e-4, 300.0, 20)
+        assert cfg.calibration and cfg.init == "mosaic" and cfg.augment == "color_crop_cutout"
+    dm = PRESETS["dm"]["paper"]
+    assert (dm.lr_img, dm.momentum, dm.real_batch, dm.iterations) == (1.0, 0.5, 256, 20000)
+    assert set(preset_differences("ncfm")["official"]) == {"sampler", "num_freqs", "real_sampling"}
+
+
+def test_get_config_parses_cli_strings() -> None:
+    cfg = get_config("ncfm", "cpu-quick", iterations="7", calibration="false", alpha="0.9", sampler="gaussian")
+    assert (cfg.iterations, cfg.calibration, cfg.alpha, cfg.sampler) == (7, False, 0.9, "gaussian")
+
+
+@pytest.mark.parametrize(
+    ("method", "preset", "overrides", "match"),
+    [
+        ("mtt", "paper", {}, "unknown method"),
+        ("ncfm", "fast", {}, "unknown preset"),
+        ("ncfm", "paper", {"temperature": 1}, "unknown ncfm setting"),
+        ("ncfm", "paper", {"alpha": 1.5}, "alpha must lie in"),
+        ("ncfm", "paper", {"num_freqs": 40}, "multiple of 16"),
+        ("ncfm", "paper", {"sampler": "uniform"}, "sampler must be"),
+        ("ncfm", "paper", {"iterations": "2.5"}, "iterations must be a int"),
+        ("ncfm", "paper", {"calibration": "maybe"}, "calibration must be a boolean"),
+        ("dm", "paper", {"momentum": 1.0}, "momentum must be in"),
+    ],
+)
+def test_get_config_rejects(method: str, preset: str, overrides: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        get_config(method, preset, **overrides)
+
+
+# ---------------------------------------------------------------------------------------------------- multi-formation
+def test_mosaic_round_trip_recovers_downsampled_images() -> None:
+    gen = torch.Generator().manual_seed(0)
+    real = torch.rand(8, 3, 16, 16, generator=gen)
+    mosaics = encode_mosaic(real, 2)
+    assert mosaics.shape == (2, 3, 16, 16)
+    decoded = decode(mosaics, 2)
+    assert decoded.shape == (8, 3, 16, 16)
+    # Tile k of mosaic 0 is real image k downsampled: decoding gives back a blurred copy of it, in order.
+    errors = (decoded[:, None] - real[None]).abs().mean(dim=(2, 3, 4))
+    assert torch.equal(errors.argmin(dim=1), torch.arange(8))
+    torch.testing.assert_close(encode_mosaic(real, 1), real)
+
+
+@pytest.mark.parametrize(("factor", "size", "expected"), [(0, (32, 32), 2), (0, (28, 28), 2), (0, (8, 8), 1),
+                                                      (0, (15, 16), 1), (2, (8, 8), 2), (1, (32, 32), 1)])
+def test_auto_factor_keeps_tiles_of_eight_pixels(factor: int, size: tuple, expected: int) -> None:
+    assert resolve_factor(factor, size) == expected
+
+
+def test_encode_mosaic_rejects_bad_factor() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_mosaic(torch.rand(9, 1, 8, 8), 3)
+    with pytest.raises(ValueError, match="multiple of factor"):
+        encode_mosaic(torch.rand(3, 1, 8, 8), 2)
+
+
+# ---------------------------------------------------------------------------------------------------- loss
+def test_ncfm_loss_scales_and_normalises() -> None:
+    gen = torch.Generator().manual_seed(1)
+    real, syn, freqs = torch.randn(10, 6, generator=gen), torch.randn(4, 6, generator=gen), torch.randn(32, 6, generator=gen)
+    base = ncfm_loss(real, syn, freqs, scale=1.0)
+    torch.testing.assert_close(ncfm_loss(real, syn, freqs, scale=300.0), 300 * base)
+    torch.testing.assert_close(ncfm_loss(5 * real, 0.1 * syn, freqs, scale=1.0), base)  # scale-free features
+
+
+# ---------------------------------------------------------------------------------------------------- pool
+def test_pool_is_cached_and_blends(tiny) -> None:
+    name, pool_dir = tiny
+    ds = load_dataset(name)
+    spec = PoolSpec("convnet-3-in", epochs=1, min_steps=0, lr=0.01, batch=128)
+    pool = build_pool(ds, spec, 1, root=pool_dir, progress=False)
+    again = build_pool(ds, spec, 1, root=pool_dir, progress=False)
+    assert again.infos[0]["cached"]
+    for k in pool.finals[0]:
+        torch.testing.assert_close(pool.finals[0][k], again.finals[0][k])
+    assert "pool-training" in again.cost().names() and again.cost()["pool-training"].one_off
+    net = create_model("convnet-3-in", 1, NUM_CLASSES, (8, 8))
+    pool.blend_into(net, 0, 0.25)
+    key = "features.0.weight"
+    expected = 0.25 * pool.inits[0][key] + 0.75 * pool.finals[0][key]
+    torch.testing.assert_close(net.state_dict()[key], expected)
+
+
+# ---------------------------------------------------------------------------------------------------- distillers
+def _distiller(tiny, **overrides) -> NCFMDistiller:
+    name, pool_dir = tiny
+    ds = load_dataset(name)
+    cfg = get_config("ncfm", "cpu-quick", **{**TINY_NCFM, **overrides})
+    pool = build_pool(ds, PoolSpec("convnet-3-in", 1, 0, 0.01, 128), 1, root=pool_dir, progress=False)
+    return NCFMDistiller(cfg, ds, list(range(NUM_CLASSES)), 2, "convnet-3-in", torch.device("cpu"), 0, pool)
+
+
+def test_ncfm_step_updates_images_and_psi(tiny) -> None:
+    distiller = _distiller(tiny, sampler="learned", sampler_lr=1e-2)
+    images = distiller.images.detach().clone()
+    psi = [p.detach().clone() for p in distiller.sampler.parameters()]
+    losses = distiller.step(0)
+    assert losses.shape == (NUM_CLASSES,) and torch.isfinite(losses).all()
+    assert not torch.equal(distiller.images.detach(), images)
+    assert all(not torch.equal(a, b.detach()) for a, b in zip(psi, distiller.sampler.parameters()))
+    assert distiller.images.shape == (NUM_CLASSES * 2, 1, 8, 8)
+
+
+def test_ncfm_init_is_real_mosaic(tiny) -> None:
+    distiller = _distiller(tiny)
+    ds = distiller.dataset
+    first = ds.train_x[ds.train_y == 0][:8]  # init_sampling="first": first 4*ipc images of the class
+    torch.testing.assert_close(distiller.images[:2].detach(), encode_mosaic(first, 2))
+
+
+@pytest.mark.parametrize("step_mode", ["per-class", "joint"])
+def test_class_split_matches_single_process(tiny, step_mode: str) -> None:
+    """Processes that distil disjoint classes follow the single-process trajectory (gaussian sampler: no psi sync)."""
+    name, pool_dir = tiny
+    ds = load_dataset(name)
+    cfg = get_config("ncfm", "cpu-quick", **{**TINY_NCFM, "sampler": "gaussian", "step_mode": step_mode})
+    pool = build_pool(ds, PoolSpec("convnet-3-in", 1, 0, 0.01, 128), 1, root=pool_dir, progress=False)
+    make = lambda classes: NCFMDistiller(cfg, ds, classes, 1, "convnet-3-in", torch.device("cpu"), 3, pool)
+    whole, part_a, part_b = make([0, 1, 2, 3]), make([0, 1]), make([2, 3])
+    for it in range(3):
+        losses = whole.step(it)
+        torch.testing.assert_close(torch.cat([part_a.step(it), part_b.step(it)]), losses, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.cat([part_a.images, part_b.images]).detach(), whole.images.detach(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_and_bf16_real_features_match_one_batch() -> None:
+    from datacomp.distillers.base import features_no_grad
+
+    net = create_model("convnet-3-in", 1, NUM_CLASSES, (8, 8)).requires_grad_(False)
+    x = torch.randn(13, 1, 8, 8)
+    with torch.no_grad():
+        whole = net.forward_features(x)
+    torch.testing.assert_close(features_no_grad(net, x, chunk=5), whole, rtol=1e-4, atol=1e-5)
+    half = features_no_grad(net, x, chunk=5, bf16=True)
+    assert half.dtype == torch.float32
+    assert (half - whole).norm() / whole.norm() < 0.05
+
+
+def test_dm_step_reduces_mean_embedding_distance(tiny) -> None:
+    name, _ = tiny
+    ds = load_dataset(name)
+    cfg = get_config("dm", "cpu-quick", real_batch=24, augment="none", lr_img=0.1)
+    distiller = dm_module.DMDistiller(cfg, ds, list(range(NUM_CLASSES)), 2, "convnet-3-in", torch.device("cpu"), 0)
+    assert distiller.space == "normalized"
+    first = [float(distiller.step(i).sum()) for i in range(3)]
+    later = [float(distiller.step(i).sum()) for i in range(3, 12)]
+    assert np.mean(later[-3:]) < np.mean(first)
+
+
+# ---------------------------------------------------------------------------------------------------- runner
+@pytest.mark.parametrize("method", ["ncfm", "dm", "random"])
+def test_run_writes_complete_run_directory(tiny, tmp_path: Path, method: str) -> None:
+    record = run_tiny(tiny, tmp_path / method, method=method, overrides={"iterations": 0 if method == "random" else 3})
+    out = tmp_path / method
+    for name in ("synset.safetensors", "grid.png", "loss.png", "log.json", "run.json"):
+        assert (out / name).is_file(), name
+    synset = SyntheticSet.load(out / "synset.safetensors")
+    assert synset.images_per_class() == [1] * NUM_CLASSES
+    meta = synset.metadata
+    assert meta["method"] == method and meta["ipc"] == 1 and meta["seed"] == 0 and "versions" in meta
+    assert meta["space"] == {"ncfm": "pixel", "dm": "normalized", "random": "pixel"}[method]
+    assert meta["factor"] == (2 if method == "ncfm" else 1)
+    run = json.loads((out / "run.json").read_text())
+    assert run == json.loads(json.dumps(record))
+    assert run["kind"] == "distill" and run["num_items"] == NUM_CLASSES and run["full_train_size"] == 96
+    phases = [p["name"] for p in run["cost"]["phases"]]
+    if method != "random":
+        assert "distillation" in phases
+        assert len(json.loads((out / "log.json").read_text())["loss"]) == 3
+    if method == "ncfm":
+        assert "pool-training" in phases
+        assert synset.training_tensors()[0].shape == (4 * NUM_CLASSES, 1, 8, 8)
+
+
+def test_run_evaluates_with_baseline(tiny, tmp_path: Path) -> None:
+    record = run_tiny(tiny, tmp_path / "e", overrides={"iterations": 2}, eval_runs=1, eval_protocol="smoke")
+    assert record["eval"]["protocol"] == "smoke" and len(record["eval"]["accuracies"]) == 1
+    assert record["baseline"]["num_train_images"] == NUM_CLASSES  # ipc real images per class
+    assert record["eval"]["num_train_images"] == 4 * NUM_CLASSES  # factor 2: four decoded images per stored one
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"ipc": 0}, "ipc must be an integer >= 1"),
+        ({"ipc": 25}, "exceeds the smallest class"),
+        ({"method": "kip"}, "unknown method"),
+        ({"preset": "quick"}, "unknown preset"),
+        ({"model": "convnet-5-in"}, "cannot take the 8x8 images"),
+        ({"overrides": {"factor": 3}}, "factor=3 does not fit"),
+        ({"checkpoint_every": 0}, "checkpoint_every must be"),
+        ({"eval_runs": 1, "eval_protocol": "fast"}, "unknown protocol"),
+        ({"resume": True}, "no complete checkpoint"),
+        ({"resume": True, "overwrite": True}, "exclude each other"),
+    ],
+)
+def test_run_rejects_bad_input(tiny, tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        run_tiny(tiny, tmp_path / "bad", **kwargs)
+    assert not (tmp_path / "bad" / "checkpoints").exists() or not any((tmp_path / "bad" / "checkpoints").iterdir())
+
+
+def test_existing_run_needs_resume_or_overwrite(tiny, tmp_path: Path) -> None:
+    run_tiny(tiny, tmp_path / "r", overrides={"iterations": 2})
+    with pytest.raises(ValueError, match="already holds a run"):
+        run_tiny(tiny, tmp_path / "r", overrides={"iterations": 2})
+    with pytest.raises(ValueError, match="different settings"):
+        run_tiny(tiny, tmp_path / "r", overrides={"iterations": 4, "alpha": 0.9}, resume=True)
+    extended = run_tiny(tiny, tmp_path / "r", overrides={"iterations": 4}, resume=True)  # only iterations may change
+    log = json.loads((tmp_path / "r" / "log.json").read_text())
+    assert len(log["loss"]) == 4 and {"iteration": 2, "event": "resumed"} in log["events"]
+    assert extended["config"]["config"]["iterations"] == 4
+    run_tiny(tiny, tmp_path / "r", overrides={"iterations": 1}, overwrite=True)
+    assert len(json.loads((tmp_path / "r" / "log.json").read_text())["loss"]) == 1
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path: Path, monkeypatch) -> None:
+    real_loss = dm_module.mean_embedding_loss
+    calls = {"n": 0}
+
+    def failing_loss(real, syn):
+        calls["n"] += 1
+        value = real_loss(real, syn)
+        return value * float("nan") if calls["n"] >= 4 else value
+
+    monkeypatch.setattr(dm_module, "mean_embedding_loss", failing_loss)
+    out = tmp_path / "nan"
+    with pytest.raises(DistillationDiverged, match=r"loss became nan at iteration 4: stopped; the last good checkpoint \(iteration 2\)"):
+        run_tiny(tiny, out, method="dm", overrides={"iterations": 6})
+    assert (out / "checkpoints" / "ckpt-r0of1-it2.pt").is_file()
+    assert not (out / "synset.safetensors").exists()
+    monkeypatch.setattr(dm_module, "mean_embedding_loss", real_loss)
+    run_tiny(tiny, out, method="dm", overrides={"iterations": 6}, resume=True)
+    assert SyntheticSet.load(out / "synset.safetensors").metadata["iterations"] == 6

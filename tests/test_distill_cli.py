@@ -1,0 +1,143 @@
+"""``datacomp distill`` as a process: flags, resume after SIGKILL, class-parallel torchrun (gloo, 2 processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from datacomp.distillers.cli import main
+from datacomp.distillers.runner import run_distillation
+from datacomp.synset import SyntheticSet
+from test_distill import NUM_CLASSES, TINY_NCFM, write_tiny_npz
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("tinycli")
+    return write_tiny_npz(folder), str(folder / "pool")
+
+
+def _flags(tiny, out: Path, iterations: int, every: int, extra: tuple[str, ...] = ()) -> list[str]:
+    name, pool_dir = tiny
+    sets = [f"--set={k}={v}" for k, v in TINY_NCFM.items()]
+    return ["--dataset", name, "--ipc", "1", "--iterations", str(iterations), "--out", str(out), "--pool-dir",
+            pool_dir, "--checkpoint-every", str(every), "--eval-runs", "0", "--device", "cpu", "--no-progress",
+            *sets, *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def _checkpoint_iterations(folder: Path) -> list[int]:
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name.split("-it")[1][:-3]) for p in folder.glob("ckpt-r0of1-it*.pt"))
+
+
+def test_cli_main_runs_and_reports(tiny, tmp_path: Path, capsys) -> None:
+    code = main(_flags(tiny, tmp_path / "cli", 2, 1, ("--eval-runs", "1", "--eval-protocol", "smoke")))
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "random real" in printed
+    assert json.loads((tmp_path / "cli" / "run.json").read_text())["eval"]["protocol"] == "smoke"
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (("--method", "mtt"), "unknown method"),
+        (("--preset", "huge"), "unknown preset"),
+        (("--ipc", "0"), "ipc must be an integer >= 1"),
+        (("--set", "alpha"), "--set expects KEY=VALUE"),
+    ],
+)
+def test_cli_errors_are_clear(tiny, tmp_path: Path, capsys, extra: tuple[str, ...], match: str) -> None:
+    assert main(_flags(tiny, tmp_path / "x", 1, 1, extra)) == 2
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted_run(tiny, tmp_path: Path) -> None:
+    iterations, every = 24, 3
+    reference = tmp_path / "reference"
+    # Same thread count in every process: a different one changes float summation order, and AdamW's normalised
+    # steps amplify that into visible pixel differences, which would mask what this test checks (state restore).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _resume_after_sigkill(tiny, tmp_path, reference, iterations, every)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _resume_after_sigkill(tiny, tmp_path: Path, reference: Path, iterations: int, every: int) -> None:
+    assert main(_flags(tiny, reference, iterations, every)) == 0  # also fills the pool cache
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "datacomp.distillers.cli", *_flags(tiny, killed, iterations, every)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not _checkpoint_iterations(killed / "checkpoints"):
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.02)
+    time.sleep(0.3)  # kill at an arbitrary moment after the first checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    seen = _checkpoint_iterations(killed / "checkpoints")
+    assert seen and seen[-1] < iterations, "the run must be killed before it finished"
+    assert not (killed / "synset.safetensors").exists()
+
+    assert main(_flags(tiny, killed, iterations, every, ("--resume",))) == 0
+    log = json.loads((killed / "log.json").read_text())
+    resumed_at = [e["iteration"] for e in log["events"] if e["event"] == "resumed"]
+    assert resumed_at == [seen[-1]]  # lost at most `every` iterations: the newest checkpoint was used
+    assert len(log["loss"]) == iterations
+    a = SyntheticSet.load(reference / "synset.safetensors")
+    b = SyntheticSet.load(killed / "synset.safetensors")
+    torch.testing.assert_close(b.images, a.images, rtol=0, atol=1e-5)
+    reference_log = json.loads((reference / "log.json").read_text())
+    assert log["loss"] == pytest.approx(reference_log["loss"], rel=1e-4)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gathers_one_synset(tiny, tmp_path: Path) -> None:
+    single = tmp_path / "single"
+    run_distillation(dataset=tiny[0], ipc=1, out=single, overrides={**TINY_NCFM, "iterations": 4},
+                     checkpoint_every=2, eval_runs=0, pool_dir=tiny[1], progress=False, device="cpu")
+    multi = tmp_path / "multi"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", "-m", "datacomp", "distill", *_flags(tiny, multi, 4, 2)]
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (multi / "checkpoints").iterdir()) == [
+        "ckpt-r0of2-it2.pt", "ckpt-r0of2-it4.pt", "ckpt-r1of2-it2.pt", "ckpt-r1of2-it4.pt"]
+    a = SyntheticSet.load(single / "synset.safetensors")
+    b = SyntheticSet.load(multi / "synset.safetensors")
+    assert a.images.shape == b.images.shape == (NUM_CLASSES, 1, 8, 8)
+    assert torch.equal(a.labels, b.labels)
+    volatile = {"created", "host", "cost", "details"}
+    assert {k: v for k, v in a.metadata.items() if k not in volatile} == {
+        k: v for k, v in b.metadata.items() if k not in volatile}
+    assert b.metadata["details"]["world_size"] == 2
+    # Class-parallel runs follow the single-process trajectory (psi's gradient is summed across processes).
+    torch.testing.assert_close(b.images, a.images, rtol=1e-3, atol=1e-3)
+    assert [p["name"] for p in b.metadata["cost"]["phases"]].count("distillation") == 1
