@@ -101,7 +101,7 @@ def _timed(fn, repeats: int) -> list[float]:
 
 def _child(args: argparse.Namespace) -> dict:
     """Measure one method in this process; returns a JSON-ready dict."""
-    from datacomp.distillers.base import features_no_grad
+    from datacomp.distillers.base import autocast_bf16, features_no_grad
     from datacomp.distillers.presets import get_config
     from datacomp.models import create_model
 
@@ -114,7 +114,8 @@ def _child(args: argparse.Namespace) -> dict:
         from datacomp.distillers.pool import FeaturePool
 
         cfg = get_config("ncfm", "official", real_batch=args.real_batch, num_freqs=args.num_freqs,
-                         step_mode=args.step_mode, real_sampling="random", real_bf16=args.bf16)
+                         step_mode=args.step_mode, real_sampling="random", real_bf16=args.bf16 != "off",
+                         syn_bf16=args.bf16 == "all")
         net = create_model(model, 3, 10, ds.image_size)
         state = {k: v.clone() for k, v in net.state_dict().items()}
         # Speed does not depend on the weights: one untrained member stands in for the trained pool.
@@ -124,7 +125,8 @@ def _child(args: argparse.Namespace) -> dict:
     else:
         from datacomp.distillers.dm import DMDistiller
 
-        cfg = get_config("dm", "paper", real_batch=args.real_batch, real_bf16=args.bf16)
+        cfg = get_config("dm", "paper", real_batch=args.real_batch, real_bf16=args.bf16 != "off",
+                         syn_bf16=args.bf16 == "all")
         distiller = DMDistiller(cfg, ds, classes, args.ipc, model, torch.device("cpu"), 0)
         decoded = args.ipc
     distiller.step(0)  # warm-up (allocator, oneDNN primitives)
@@ -139,13 +141,17 @@ def _child(args: argparse.Namespace) -> dict:
 
     def real_forward() -> None:
         with torch.inference_mode():  # chunked like the distillers (same result, bounded activation memory)
-            features_no_grad(net, real, bf16=args.bf16)
+            features_no_grad(net, real, bf16=args.bf16 != "off")
 
     def syn_pass() -> None:
-        net.forward_features(syn).sum().backward()
+        with autocast_bf16(syn, args.bf16 == "all"):
+            out = net.forward_features(syn)
+        out.float().sum().backward()
 
     def calib_pass() -> None:
-        net(syn).sum().backward()
+        with autocast_bf16(syn, args.bf16 == "all"):
+            out = net(syn)
+        out.float().sum().backward()
 
     real_forward()
     real_t = _timed(real_forward, args.iterations)
@@ -158,7 +164,7 @@ def _child(args: argparse.Namespace) -> dict:
     return {
         "method": args.child,
         "settings": {"ipc": args.ipc, "real_batch_per_class": min(args.real_batch, distiller.real_count),
-                     "decoded_per_class": decoded, "image_size": args.size, "model": model, "real_bf16": args.bf16,
+                     "decoded_per_class": decoded, "image_size": args.size, "model": model, "bf16": args.bf16,
                      "data": args.data,
                      **({"num_freqs": args.num_freqs, "factor": distiller.config.factor, "calibration": True,
                          "sampler": "gaussian",
@@ -175,6 +181,16 @@ def _child(args: argparse.Namespace) -> dict:
     }
 
 
+def _cpu_flags() -> list[str]:
+    """The CPU's vector-extension flags that decide fp32/bf16 speed (Linux only; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return sorted(f for f in flags if f.startswith(("avx512_bf16", "amx", "avx512f", "avx2")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations per method (median reported)")
@@ -185,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-mode", default="per-class", help="NCFM image steps: per-class or joint")
     parser.add_argument("--data", default="random", help="random (CIFAR-10 shape) or cifar10 (shared copy)")
     parser.add_argument("--methods", nargs="+", default=["ncfm", "dm"])
-    parser.add_argument("--bf16", action="store_true",
-                        help="real features under bfloat16 autocast (only faster on CPUs with native bf16)")
+    parser.add_argument("--bf16", choices=["off", "real", "all"], default="off",
+                        help="bfloat16 autocast for the real features (real) or every network pass (all); only "
+                             "faster on CPUs with native bf16 (AVX-512-BF16/AMX)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to validate the script")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -200,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     for method in args.methods:
         cmd = [sys.executable, __file__, "--child", method, "--iterations", str(args.iterations), "--ipc",
                str(args.ipc), "--real-batch", str(args.real_batch), "--num-freqs", str(args.num_freqs), "--size",
-               str(args.size), "--step-mode", args.step_mode, "--data", args.data, *(["--bf16"] if args.bf16 else [])]
+               str(args.size), "--step-mode", args.step_mode, "--data", args.data, "--bf16", args.bf16]
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         if done.returncode:
             print(done.stderr, file=sys.stderr)
@@ -216,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
         doc = {"results": results, "reference": ISSUE_TARGETS, "quick": args.quick,
                "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                        "processor": platform.processor(), "torch": torch.__version__}}
+                        "processor": platform.processor(), "torch": torch.__version__,
+                        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_flags": _cpu_flags()}}
         save_json(doc, args.json)
         print(f"wrote {args.json}")
     return 0

@@ -59,6 +59,9 @@ class Protocol:
         cutmix_prob: Probability of CutMix per batch (0 = off).
         select: ``final`` (accuracy after the last epoch) or ``best`` (best test accuracy over checkpoints).
         eval_every: Epochs between test checkpoints when ``select == "best"``.
+        bf16: Train under bfloat16 autocast (weights, optimiser and test-time forward stay float32). About 2x faster
+            on hardware with native bf16 (AVX-512-BF16/AMX CPUs, GPUs), much slower without it; a different
+            protocol from the float32 one, so its name says so (``quick-bf16``, or ``...+bf16=True`` as override).
         source: Where the preset comes from.
     """
 
@@ -76,6 +79,7 @@ class Protocol:
     cutmix_prob: float = 0.0
     select: str = "final"
     eval_every: int = 0
+    bf16: bool = False
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -114,6 +118,12 @@ PROTOCOLS: dict[str, Protocol] = {
             "quick", "sgd", 0.01, epochs=300, batch_size=256, milestones=(0.5,), gamma=0.1, augment="none",
             source="DC reference without augmentation (300 epochs, SGD 0.01 momentum 0.9 wd 5e-4, lr x0.1 at half, "
                    "batch 256, final-epoch accuracy); CPU-sized",
+        ),
+        Protocol(
+            "quick-bf16", "sgd", 0.01, epochs=300, batch_size=256, milestones=(0.5,), gamma=0.1, augment="none",
+            bf16=True,
+            source="the 'quick' protocol with training under bfloat16 autocast: ~2x faster on CPUs with native bf16 "
+                   "(AVX-512-BF16/AMX)",
         ),
         Protocol(
             "smoke", "sgd", 0.01, epochs=30, batch_size=256, milestones=(0.5,), gamma=0.1, augment="none",
@@ -203,10 +213,18 @@ def test_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     model.eval()
     device = next(model.parameters()).device
     correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += int((model(x[i : i + batch_size].to(device)).argmax(1) == y[i : i + batch_size].to(device)).sum())
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            logits = model(x[i : i + batch_size].to(device))
+            correct += int((logits.argmax(1) == y[i : i + batch_size].to(device)).sum())
     model.train(was_training)
     return correct / len(x)
+
+
+def _forward(model: nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Logits in float32; the network itself runs under bfloat16 autocast when ``bf16``."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        return model(x).float()
 
 
 def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -272,10 +290,10 @@ def train_classifier(
                         xb = aug(xb)
                     if protocol.cutmix_prob > 0:
                         xb, ya, yb2, lam = cutmix(xb, yb, beta=1.0, prob=protocol.cutmix_prob, generator=gen)
-                        out = model(xb)
+                        out = _forward(model, xb, protocol.bf16)
                         loss = lam * _soft_cross_entropy(out, ya, wb) + (1 - lam) * _soft_cross_entropy(out, yb2, wb)
                     else:
-                        loss = _soft_cross_entropy(model(xb), yb, wb)
+                        loss = _soft_cross_entropy(_forward(model, xb, protocol.bf16), yb, wb)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

@@ -206,6 +206,30 @@ def test_chunked_and_bf16_real_features_match_one_batch() -> None:
     assert (half - whole).norm() / whole.norm() < 0.05
 
 
+@pytest.mark.parametrize("method", ["ncfm", "dm"])
+def test_bf16_synthetic_passes_give_the_same_update_direction(tiny, method: str) -> None:
+    """syn_bf16 only changes precision: the first image update points the same way as in float32."""
+    name, pool_dir = tiny
+    ds = load_dataset(name)
+    updates = []
+    for syn_bf16 in (False, True):
+        if method == "ncfm":
+            cfg = get_config("ncfm", "cpu-quick", **{**TINY_NCFM, "sampler": "gaussian", "step_mode": "joint",
+                                                     "optimizer": "sgd", "momentum": 0.0, "syn_bf16": syn_bf16})
+            pool = build_pool(ds, PoolSpec("convnet-3-in", 1, 0, 0.01, 128), 1, root=pool_dir, progress=False)
+            distiller = NCFMDistiller(cfg, ds, list(range(NUM_CLASSES)), 1, "convnet-3-in", torch.device("cpu"), 3,
+                                      pool)
+        else:
+            cfg = get_config("dm", "cpu-quick", real_batch=12, syn_bf16=syn_bf16)
+            distiller = dm_module.DMDistiller(cfg, ds, list(range(NUM_CLASSES)), 1, "convnet-3-in",
+                                              torch.device("cpu"), 3)
+        before = distiller.images.detach().clone()
+        assert torch.isfinite(distiller.step(0)).all()
+        updates.append((distiller.images.detach() - before).flatten())
+    cosine = torch.nn.functional.cosine_similarity(updates[0], updates[1], dim=0)
+    assert cosine > 0.95, f"bf16 update direction differs from float32 (cosine {cosine:.3f})"
+
+
 def test_dm_step_reduces_mean_embedding_distance(tiny) -> None:
     name, _ = tiny
     ds = load_dataset(name)

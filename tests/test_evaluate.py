@@ -81,6 +81,15 @@ def test_evaluation_end_to_end_on_digits_is_far_above_chance():
     assert hard_label_recovery(res, base) == pytest.approx(res.mean - base.mean)
 
 
+def test_bf16_protocol_trains_as_well_as_float32_on_digits():
+    ds = load_dataset("digits")
+    syn = random_subset(ds, 10, seed=0)
+    fp32 = evaluate_synset(syn, ds, protocol=get_protocol("smoke"), runs=1, seed=0, progress=False)
+    bf16 = evaluate_synset(syn, ds, protocol=get_protocol("smoke", bf16=True), runs=1, seed=0, progress=False)
+    assert bf16.mean > 0.6 and abs(bf16.mean - fp32.mean) < 0.05
+    assert get_protocol("quick-bf16").bf16 and not get_protocol("quick").bf16
+
+
 @pytest.mark.parametrize("augment", ["dsa", "diffaug"])
 def test_augmented_protocols_and_soft_labels_run(augment):
     ds = load_dataset("digits")

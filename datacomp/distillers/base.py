@@ -146,6 +146,11 @@ REAL_CHUNK = 512
 
 
 @torch.no_grad()
+def autocast_bf16(x: Tensor, enabled: bool) -> torch.autocast:
+    """bfloat16 autocast on ``x``'s device when ``enabled`` (a no-op context otherwise)."""
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def features_no_grad(net: torch.nn.Module, x: Tensor, chunk: int = REAL_CHUNK, bf16: bool = False) -> Tensor:
     """``net.forward_features(x)`` without autograd, ``chunk`` images at a time (float32 result).
 
@@ -154,5 +159,5 @@ def features_no_grad(net: torch.nn.Module, x: Tensor, chunk: int = REAL_CHUNK, b
     ``bf16=True`` runs the convolutions under bfloat16 autocast (features differ by ~0.5 % relative): only worth it
     on hardware with native bf16 (AVX-512-BF16/AMX CPUs, GPUs); on AVX2-only CPUs it is ~20x *slower*.
     """
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with autocast_bf16(x, bf16):
         return torch.cat([net.forward_features(part).float() for part in x.split(chunk)])

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from datacomp.augment import DSA, dsa_strategy_for
 from datacomp.data import ImageDataset
-from datacomp.distillers.base import AllReduce, Distiller, draw_seed, features_no_grad
+from datacomp.distillers.base import AllReduce, Distiller, autocast_bf16, draw_seed, features_no_grad
 from datacomp.distillers.presets import DMConfig
 from datacomp.models import create_model
 
@@ -77,7 +77,9 @@ class DMDistiller(Distiller):
             real_aug.append(real)
             syn_aug.append(syn)
         real_features = features_no_grad(net, torch.cat(real_aug), bf16=self.config.real_bf16)
-        syn_features = net.forward_features(torch.cat(syn_aug))
+        syn = torch.cat(syn_aug)
+        with autocast_bf16(syn, self.config.syn_bf16):
+            syn_features = net.forward_features(syn).float()
         losses = mean_embedding_loss(self.class_blocks(real_features, self.real_n),
                                      self.class_blocks(syn_features, self.ipc))
         self.optimizer.zero_grad(set_to_none=True)

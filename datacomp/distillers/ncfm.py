@@ -28,7 +28,7 @@ from torch import Tensor
 
 from datacomp.augment import DiffAug
 from datacomp.data import ImageDataset
-from datacomp.distillers.base import AllReduce, Distiller, draw_seed, features_no_grad
+from datacomp.distillers.base import AllReduce, Distiller, autocast_bf16, draw_seed, features_no_grad
 from datacomp.distillers.multiformation import decode, encode_mosaic, resolve_factor
 from datacomp.distillers.ncfd import ncfd
 from datacomp.distillers.pool import FeaturePool
@@ -192,7 +192,9 @@ class NCFMDistiller(Distiller):
             blocks = syn.reshape(len(group), decoded_per_class, *syn.shape[1:])
             syn_aug = torch.cat([self.augment(blocks[k], seed=seeds[i]) if self.augment is not None else blocks[k]
                                  for k, i in enumerate(group)])
-            syn_features = self.match_net.forward_features(syn_aug).reshape(len(group), decoded_per_class, -1)
+            with autocast_bf16(syn_aug, cfg.syn_bf16):
+                syn_features = self.match_net.forward_features(syn_aug)
+            syn_features = syn_features.float().reshape(len(group), decoded_per_class, -1)
             group_losses = ncfm_loss(real_features[group.start : group.stop], syn_features, freqs_leaf,
                                      alpha=cfg.alpha, scale=cfg.loss_scale, normalize=cfg.normalize_features)
             group_losses.sum().backward()
@@ -228,7 +230,9 @@ class NCFMDistiller(Distiller):
                 decoded_per_class)
             # Sum over classes of the per-class mean CE (the released code's per-class loss), so it does not depend
             # on how classes are split between processes or groups.
-            loss = F.cross_entropy(self.calib_net(augmented), labels, reduction="sum") / decoded_per_class
+            with autocast_bf16(augmented, self.config.syn_bf16):
+                logits = self.calib_net(augmented)
+            loss = F.cross_entropy(logits.float(), labels, reduction="sum") / decoded_per_class
             (loss * self.config.calibration_weight).backward()
         grad = self.images.grad
         self.images.grad = None

@@ -71,6 +71,8 @@ class NCFMConfig:
         pool_batch: Pool batch size.
         plateau_patience: ReduceLROnPlateau (factor 0.5) patience in iterations on the mean loss; 0 = off.
         real_bf16: Real-image features under bfloat16 autocast (opt-in; only faster with native bf16 hardware).
+        syn_bf16: Synthetic-image network passes (forward and backward to the pixels) under bfloat16 autocast;
+            the loss and the pixels stay float32 (opt-in; only faster with native bf16 hardware).
     """
 
     iterations: int = 20000
@@ -101,6 +103,7 @@ class NCFMConfig:
     pool_batch: int = 128
     plateau_patience: int = 500
     real_bf16: bool = False
+    syn_bf16: bool = False
 
     method = "ncfm"
 
@@ -143,6 +146,8 @@ class DMConfig:
         init: ``real`` (random real images) or ``noise``.
         augment: DSA strategy (siamese: one seed per class); ``auto`` = no flip for digit datasets.
         real_bf16: Real-image features under bfloat16 autocast (opt-in; only faster with native bf16 hardware).
+        syn_bf16: Synthetic-image network passes (forward and backward to the pixels) under bfloat16 autocast;
+            the loss and the pixels stay float32 (opt-in; only faster with native bf16 hardware).
     """
 
     iterations: int = 20000
@@ -153,6 +158,7 @@ class DMConfig:
     augment: str = "auto"
     factor: int = 1
     real_bf16: bool = False
+    syn_bf16: bool = False
 
     method = "dm"
 
