@@ -71,6 +71,8 @@ def _run_cell(args: argparse.Namespace, method: str, kind: str, value: float, ou
         argv += ["--data-root", args.data_root]
     if not args.progress:
         argv.append("--no-progress")
+    if args.proxy_bf16:
+        argv.append("--proxy-bf16")
     parsed = configure_parser(argparse.ArgumentParser()).parse_args(argv)
     return run_select(parsed)
 
@@ -94,7 +96,8 @@ def _markdown(doc: dict) -> str:
     rows = doc["rows"]
     lines = [f"# Coreset table: {doc['dataset']} ({'quick' if doc['quick'] else 'full'})", "",
              f"Evaluation: {doc['runs']} fresh {doc['model']} per cell, protocol `{doc['protocol']}`; proxy "
-             f"{doc['model']} trained {doc['proxy_epochs']} epochs; seed {doc['seed']}. Accuracy % mean +- std over "
+             f"{doc['model']} trained {doc['proxy_epochs']} epochs"
+             f"{' under bf16 autocast' if doc.get('proxy_bf16') else ''}; seed {doc['seed']}. Accuracy % mean +- std over "
              "runs (one subset per cell). `random` = random real subset with the same per-class counts.", "",
              "| method | " + " | ".join(c for c in cells) + " |", "|---|" + "---|" * len(cells)]
     by = {(r["method"], r["size"]): r for r in rows}
@@ -138,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", default=None, help="evaluation protocol (default quick; smoke with --quick)")
     p.add_argument("--runs", type=int, default=None, help="evaluation runs per cell (default 3; 1 quick)")
     p.add_argument("--proxy-epochs", type=int, default=None, help="default 10 (2 with --quick)")
+    p.add_argument("--proxy-bf16", action="store_true", help="train the proxies under bfloat16 autocast (CPUs with "
+                   "native bf16 only)")
     p.add_argument("--sae-latents", type=int, default=None, help="default 2048 (256 quick)")
     p.add_argument("--sae-k", type=int, default=None, help="default 32 (8 quick)")
     p.add_argument("--sae-epochs", type=int, default=None, help="default 10 (5 quick)")
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = _cells(args)
     doc = {"dataset": args.dataset, "quick": args.quick, "methods": args.methods, "cells": [c[1] for c in cells],
            "model": args.model, "protocol": args.protocol, "runs": args.runs, "proxy_epochs": args.proxy_epochs,
-           "seed": args.seed, "device": args.device,
+           "proxy_bf16": args.proxy_bf16, "seed": args.seed, "device": args.device,
            "sae": {"latents": args.sae_latents, "k": args.sae_k, "epochs": args.sae_epochs},
            "paper_rows": {m: {str(k): v for k, v in vals.items()} for m, vals in PAPER_ROWS.items()},
            "paper_source": "NCFM (CVPR 2025) Table 1, ConvNet-IN, CIFAR-10 (spec ncfm.md 2.1)",

@@ -125,6 +125,10 @@ def test_proxy_dynamics_feed_score_methods():
     np.testing.assert_allclose(grand.item_scores, dyn.grand())
     evaluated = train_proxy(Tiny, x, y, epochs=2, record="eval", batch_size=32, progress=False)
     assert evaluated.protocol["inference_passes"] == 3
+    half = train_proxy(Tiny, x, y, epochs=3, runs=2, batch_size=32, seed=0, progress=False, bf16=True)
+    assert half.protocol["bf16"] and not dyn.protocol["bf16"]
+    np.testing.assert_allclose(half.probs.sum(-1), 1.0, atol=1e-5)  # scores come from float32 logits
+    assert np.abs(half.final_probs - dyn.final_probs).max() < 0.1  # same training, lower precision
 
 
 def test_proxy_rejects_bad_input():

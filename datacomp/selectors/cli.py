@@ -81,6 +81,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--proxy-epochs", type=int, default=10, help="proxy training epochs (0 = random init features)")
     g.add_argument("--proxy-protocol", default="quick", help="protocol training the feature proxy (herding, kcenter, "
                    "facility-location, sae-*)")
+    g.add_argument("--proxy-bf16", action="store_true", help="train both proxies under bfloat16 autocast (about 2x "
+                   "faster on CPUs with native bf16 such as AVX-512-BF16/AMX; slower without)")
     g.add_argument("--proxy-runs", type=int, default=1,
                    help="dynamics proxy (forgetting, el2n, grand, uncertainty, ccs): runs averaged by the scores")
     g.add_argument("--proxy-lr", type=float, default=0.05, help="dynamics proxy SGD learning rate (Nesterov, cosine)")
@@ -262,7 +264,8 @@ def _run_images(args: argparse.Namespace, out: Path, params: dict) -> dict:
     inputs: dict = {"n_items": n}
     if method in FEATURE_METHODS:
         feats = image_features(ds, args.features_model, weights=args.features_weights, seed=proxy_seed,
-                               proxy_epochs=args.proxy_epochs, proxy_protocol=args.proxy_protocol,
+                               proxy_epochs=args.proxy_epochs,
+                               proxy_protocol=get_protocol(args.proxy_protocol, bf16=True if args.proxy_bf16 else None),
                                device=args.device, ledger=ledger, **cache)
         config["features"] = {**feats.config, "from_cache": feats.from_cache, "cache_key": feats.key}
         extra_inputs, extra_config = _method_inputs(method, feats.features, args, out)
@@ -270,7 +273,8 @@ def _run_images(args: argparse.Namespace, out: Path, params: dict) -> dict:
         config.update(extra_config)
     elif method in DYNAMICS_METHODS:
         dyn = proxy_dynamics(ds, args.features_model, epochs=args.proxy_epochs, runs=args.proxy_runs, seed=proxy_seed,
-                             batch_size=args.proxy_batch_size, lr=args.proxy_lr, device=args.device, **cache)
+                             batch_size=args.proxy_batch_size, lr=args.proxy_lr, device=args.device, bf16=args.proxy_bf16,
+                             **cache)
         config["dynamics"] = dyn.protocol
         inputs.update(_dynamics_scores(method, dyn, args, params))
         if method == "ccs":

@@ -335,6 +335,7 @@ def proxy_dynamics(
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    bf16: bool = False,
 ) -> ProxyDynamics:
     """Training dynamics of ``runs`` proxies trained for ``epochs`` epochs on the normalised training split.
 
@@ -346,6 +347,7 @@ def proxy_dynamics(
         model_kwargs: architecture options.
         cache, cache_dir: on-disk cache (default ``$DATACOMP_CACHE/features``).
         progress: progress bars.
+        bf16: proxy training under bfloat16 autocast (part of the cache key).
 
     Returns:
         :class:`~datacomp.selectors.proxy_training.ProxyDynamics` whose ``ledger`` holds the proxy's cost
@@ -360,6 +362,7 @@ def proxy_dynamics(
         "dataset": dataset.name, "split": "train", "n": len(dataset.train_y),
         "data_fingerprint": dataset_fingerprint(dataset.train_x, dataset.train_y), "model": probe.spec,
         "epochs": epochs, "runs": runs, "seed": seed, "batch_size": batch_size, "lr": lr, "record": record,
+        **({"bf16": True} if bf16 else {}),  # absent when off: float32 caches keep their keys
         "trainer": "datacomp.selectors.train_proxy", "input": "normalised images (dataset mean/std)",
     }
 
@@ -369,7 +372,7 @@ def proxy_dynamics(
 
         dyn = train_proxy(factory, dataset.normalize(dataset.train_x), dataset.train_y, epochs=epochs, runs=runs,
                           batch_size=batch_size, lr=lr, record=record, seed=seed, device=device, ledger=own,
-                          progress=progress)
+                          progress=progress, bf16=bf16)
         arrays = {"probs": dyn.probs, "final_probs": dyn.final_probs, "labels": dyn.labels,
                   "protocol": np.array(json.dumps(dyn.protocol))}
         if dyn.embeddings is not None:

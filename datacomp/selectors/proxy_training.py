@@ -119,6 +119,7 @@ def train_proxy(
     device: str = "cpu",
     ledger=None,
     progress: bool = True,
+    bf16: bool = False,
 ) -> ProxyDynamics:
     """Train ``runs`` proxies for ``epochs`` epochs on ``(x, y)`` and record their dynamics.
 
@@ -136,6 +137,8 @@ def train_proxy(
         ledger: optional ``CostLedger`` that also receives the proxy phases (the dynamics always carry their own
             ledger holding only the proxy's cost).
         progress: show tqdm bars.
+        bf16: run the proxy's training forward/backward under bfloat16 autocast (about 2x faster on hardware with
+            native bf16; recorded in the protocol). Scores are computed from float32 logits either way.
 
     Returns:
         :class:`ProxyDynamics`.
@@ -171,7 +174,10 @@ def train_proxy(
                 for lo in range(0, n, batch_size):
                     idx = perm[lo : lo + batch_size]
                     with phase.step():
-                        logits = model(xt[idx].to(device))
+                        xb = xt[idx].to(device)
+                        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=bf16):
+                            logits = model(xb)
+                        logits = logits.float()
                         loss = F.cross_entropy(logits, yt[idx].to(device))
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
@@ -196,7 +202,7 @@ def train_proxy(
     protocol = {
         "model": model_name, "epochs": epochs, "runs": runs, "batch_size": batch_size, "lr": lr,
         "momentum": momentum, "nesterov": momentum > 0, "weight_decay": weight_decay, "schedule": "cosine",
-        "optimizer": "sgd", "record": record, "seed": seed, "n_train": n,
+        "optimizer": "sgd", "record": record, "bf16": bf16, "seed": seed, "n_train": n,
         "samples_seen": runs * epochs * n, "inference_passes": runs * (1 + (epochs if record == "eval" else 0)),
         "seconds": time.perf_counter() - t0, "device": str(device),
     }
