@@ -287,7 +287,7 @@ def test_sae_simscale_hits_budget_exactly_with_bisection():
     gram = unit[sel.indices] @ unit[sel.indices].T
     assert gram[np.triu_indices(25, 1)].max() < info["delta"]
     # At a slightly smaller delta the same scan cannot reach the budget (bisection bracket).
-    order = np.lexsort((np.arange(300), -np.diff(acts.indptr)))
+    order = np.lexsort((np.arange(300), -np.asarray(acts.sum(axis=1)).ravel(), -np.diff(acts.indptr)))
     assert len(brute_scan(unit, order, info["delta"] - 2e-4, 25)) < 25
 
 
@@ -297,6 +297,23 @@ def test_sae_simscale_fills_when_exact_is_impossible():
     info = sel.metadata["info"]
     assert not info["exact"] and info["filled"] == 2 and len(sel) == 5 == np.unique(sel.indices).size
     assert sel.scores[-2:].tolist() == [1.0, 1.0]
+
+
+def test_sae_simscale_orders_topk_ties_by_activation_mass():
+    # Every row has exactly 2 active latents (as a TopK SAE gives); mass decides the scan order.
+    acts = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 5, 5], [3, 0, 3, 0], [0, 2, 0, 2]], dtype=np.float32))
+    sel = select("sae-simscale", activations=acts, budget=2, delta=0.99)
+    assert sel.indices.tolist() == [1, 2]
+
+
+def test_sae_threshold_quantile_makes_activated_sets_vary():
+    acts = sp.csr_matrix(np.array([[1, 2, 0, 0], [0, 0, 5, 6], [4, 0, 3, 0], [0, 7, 0, 8]], dtype=np.float32))
+    sel = select("sae-simscale", activations=acts, budget=2, threshold_quantile=0.5)
+    assert sel.metadata["prepare"]["threshold"] == pytest.approx(4.5)
+    greedy = select("sae-greedy", activations=acts, budget=2, threshold_quantile=0.5)
+    assert greedy.metadata["prepare"]["mean_active"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="threshold_quantile must be in"):
+        select("sae-greedy", activations=acts, budget=2, threshold_quantile=1.5)
 
 
 def test_sae_simscale_order_by_length():

@@ -20,6 +20,11 @@ sae-greedy           ``activations=`` | ``sae=`` + ``features=``                
 sae-simscale         ``activations=`` | ``sae=`` + ``features=``                 max cosine to earlier picks
 ===================  ==========================================================  ================================
 
+SAE methods take ``threshold`` (activation level above which a latent counts as active) or ``threshold_quantile``
+(that level as a quantile of all positive activations: with a TopK SAE every item has exactly k latents above 0,
+so a quantile is what makes |A(x)| differ between items). sae-simscale scans by |A(x)| descending, ties by
+activation mass, then index (``order_by``: ``n-active``, ``length``, ``score``, ``index``).
+
 Class balance: with ``labels`` and ``class_balanced=True`` (default) the method runs inside each class. Per-class
 budgets follow ``class_budget``: ``"proportional"`` (default) gives class c ``floor(budget * n_c / n)`` and hands
 the remaining items to the classes with the largest remainders ``budget * n_c mod n`` (ties: smaller class label

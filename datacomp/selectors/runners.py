@@ -220,25 +220,51 @@ def _sae_matrix(inputs: Inputs, method: str, batch_size: int = 8192) -> tuple[sp
     raise _missing(method)
 
 
-def prepare_sae_greedy(inputs: Inputs, threshold: float = 0.0) -> tuple[dict, dict]:
+def _activation_threshold(acts: sp.csr_matrix, threshold: float, threshold_quantile: float | None) -> float:
+    """The absolute threshold: ``threshold``, or the ``threshold_quantile`` of the positive activation values.
+
+    A TopK SAE activates exactly k latents per item, so at threshold 0 every activated set has the same size and
+    "complexity" (|A(x)|) cannot tell items apart; a quantile of the activation values (the paper's fixed tau = 10
+    plays this role for token-level activations) makes |A(x)| vary with how strongly an item uses its latents.
+    """
+    if threshold_quantile is None:
+        return float(threshold)
+    if not 0.0 <= threshold_quantile < 1.0:
+        raise ValueError(f"threshold_quantile must be in [0, 1), got {threshold_quantile}")
+    positive = acts.data[acts.data > 0]
+    return float(np.quantile(positive, threshold_quantile)) if positive.size else 0.0
+
+
+def prepare_sae_greedy(inputs: Inputs, threshold: float = 0.0,
+                       threshold_quantile: float | None = None) -> tuple[dict, dict]:
     acts, source = _sae_matrix(inputs, "sae-greedy")
-    active = sp.csr_matrix(acts > threshold, dtype=bool)
+    acts = sp.csr_matrix(acts)
+    tau = _activation_threshold(acts, threshold, threshold_quantile)
+    active = sp.csr_matrix(acts > tau, dtype=bool)
     sizes = np.diff(active.indptr)
-    return _base(inputs, active=active), {"activation_source": source, "threshold": threshold,
+    return _base(inputs, active=active), {"activation_source": source, "threshold": tau,
+                                          "threshold_quantile": threshold_quantile,
                                           "mean_active": float(sizes.mean()), "reconstructed": True}
 
 
 def prepare_sae_simscale(inputs: Inputs, threshold: float = 0.0, weighted: bool = True,
-                         order_by: str = "n-active") -> tuple[dict, dict]:
+                         order_by: str = "n-active", threshold_quantile: float | None = None) -> tuple[dict, dict]:
     if order_by not in sae_select.ORDER_KEYS:
         raise ValueError(f"order_by must be one of {sae_select.ORDER_KEYS}, got {order_by!r}")
     acts, source = _sae_matrix(inputs, "sae-simscale")
-    vectors = sp.csr_matrix(acts.multiply(acts > threshold), dtype=np.float32)
+    acts = sp.csr_matrix(acts)
+    tau = _activation_threshold(acts, threshold, threshold_quantile)
+    vectors = sp.csr_matrix(acts.multiply(acts > tau), dtype=np.float32)
     vectors.eliminate_zeros()
+    mass = np.asarray(vectors.sum(axis=1)).ravel().astype(np.float64)  # activation mass, before binarising
     if not weighted:
         vectors.data[:] = 1.0
     if order_by == "n-active":
-        key = np.diff(vectors.indptr).astype(np.float64)
+        # |A(x)| descending, ties (all of them for a TopK SAE at threshold 0) by activation mass, then index.
+        n = vectors.shape[0]
+        ranked = np.lexsort((np.arange(n), -mass, -np.diff(vectors.indptr)))
+        key = np.empty(n, dtype=np.float64)
+        key[ranked] = np.arange(n, 0, -1, dtype=np.float64)
     elif order_by == "length":
         key = _lengths(inputs)
         if key is None:
@@ -250,7 +276,8 @@ def prepare_sae_simscale(inputs: Inputs, threshold: float = 0.0, weighted: bool 
     else:
         key = -np.arange(vectors.shape[0], dtype=np.float64)  # index order
     return _base(inputs, vectors=vectors, order_key=np.asarray(key, dtype=np.float64)), {
-        "activation_source": source, "threshold": threshold, "weighted": weighted, "order_by": order_by,
+        "activation_source": source, "threshold": tau, "threshold_quantile": threshold_quantile,
+        "weighted": weighted, "order_by": order_by,
         "similarity": "cosine", "reconstructed": True}
 
 
