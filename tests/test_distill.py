@@ -72,6 +72,14 @@ def test_presets_encode_paper_and_released_code() -> None:
     assert set(preset_differences("ncfm")["official"]) == {"sampler", "num_freqs", "real_sampling"}
 
 
+def test_cpu_quick_image_step_is_adjusted_per_dataset_and_overridable() -> None:
+    assert get_config("ncfm", "cpu-quick").lr_img == 1e-3
+    assert get_config("ncfm", "cpu-quick", dataset="cifar10").lr_img == 1e-3
+    assert get_config("ncfm", "cpu-quick", dataset="digits").lr_img == 1e-2
+    assert get_config("ncfm", "cpu-quick", dataset="digits", lr_img="0.005").lr_img == 0.005
+    assert get_config("ncfm", "paper", dataset="digits").lr_img == 1e-3
+
+
 def test_get_config_parses_cli_strings() -> None:
     cfg = get_config("ncfm", "cpu-quick", iterations="7", calibration="false", alpha="0.9", sampler="gaussian")
     assert (cfg.iterations, cfg.calibration, cfg.alpha, cfg.sampler) == (7, False, 0.9, "gaussian")

@@ -59,7 +59,7 @@ def validate_request(method: str, preset: str, dataset: ImageDataset, ipc: int, 
     Raises:
         ValueError: with a message naming the argument and the fix.
     """
-    cfg = get_config(method, preset, **overrides)
+    cfg = get_config(method, preset, dataset=dataset.name, **overrides)
     if method == "ncfm":
         cfg = dataclasses.replace(cfg, factor=resolve_factor(cfg.factor, dataset.image_size))
     if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
