@@ -66,11 +66,18 @@ ROWS = {
 }
 
 
-def _cached(out: Path, runs: int, protocol: str) -> dict | None:
+def _cached(out: Path, runs: int, protocol: str, expected: dict) -> dict | None:
+    """The finished row in ``out`` if it was made with the same config, protocol and number of runs."""
     path = out / "run.json"
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
+    stored = record["config"]["config"]
+    # factor is resolved per image size at run time (0 = auto): compare everything else.
+    differs = {k for k in expected if k != "factor" and stored.get(k, expected[k]) != expected[k]}
+    if differs:
+        print(f"  {out.name}: stored config differs in {sorted(differs)}; recomputing", flush=True)
+        return None
     result = record.get("eval")
     if result and len(result["accuracies"]) == runs and result["protocol"] == protocol:
         return record
@@ -86,7 +93,10 @@ def run_row(row: str, args: argparse.Namespace, ipc: int) -> dict:
         overrides["iterations"] = args.iterations
     overrides.update(args.overrides.get(method, {}))
     out = Path(args.runs_dir) / f"{args.dataset}-{args.preset}{args.tag}-ipc{ipc}-{row}"
-    record = _cached(out, args.runs, args.protocol)
+    from datacomp.distillers.presets import config_dict, get_config
+
+    expected = config_dict(get_config(method, args.preset, dataset=args.dataset, **overrides))
+    record = _cached(out, args.runs, args.protocol, expected)
     if record is None:
         has_checkpoint = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
         started = time.time()
@@ -105,6 +115,7 @@ def run_row(row: str, args: argparse.Namespace, ipc: int) -> dict:
         "std": 100 * record["eval"]["std"], "accuracies": [100 * a for a in record["eval"]["accuracies"]],
         "protocol": record["eval"]["protocol"], "runs": len(record["eval"]["accuracies"]),
         "iterations": record["config"]["config"].get("iterations", 0), "distill_seconds": distill_s,
+        "lr_img": record["config"]["config"].get("lr_img"),
         "pool_seconds": pool_s,
         "num_train_images": record["eval"]["num_train_images"], "run_dir": str(out),
     }
@@ -122,14 +133,14 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
         "the machine that ran the table (pool: NCFM's feature-extractor training, shared by all NCFM rows and "
         "cached on disk).",
         "",
-        "| IPC | row | ours | paper | issue ref. | iterations | train images | distill s | pool s (one-off) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| IPC | row | ours | paper | issue ref. | iterations | image lr | train images | distill s | pool s (one-off) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ref = reference.get(r["ipc"], {}).get(r["row"])
         lines.append(
             f"| {r['ipc']} | {r['row']} | {r['mean']:.1f} +- {r['std']:.1f} | {paper.get(r['row'], {}).get(r['ipc'], '-')} "
-            f"| {ref if ref is not None else '-'} | {r['iterations']} | {r['num_train_images']} | {r['distill_seconds']:.0f} "
+            f"| {ref if ref is not None else '-'} | {r['iterations']} | {r.get('lr_img') or '-'} | {r['num_train_images']} | {r['distill_seconds']:.0f} "
             f"| {r['pool_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
