@@ -9,7 +9,7 @@ Presets (``PRESETS[method][name]``):
 - ``cpu-quick``: the paper's method sized for a 2-core CPU: 80 iterations instead of 20000, 2 pool networks trained
   >= 1 epoch and >= 300 steps, 256 real images per class, 1024 frequencies, the released code's image step (AdamW
   1e-3). The image step was measured, not guessed (80 iterations, ``quick`` protocol): on CIFAR-10 IPC 10 (2 runs,
-  Gaussian sampler) 1e-3 gave 48.6 % and 1e-2 44.1 %; on digits (one run each) 1e-3 gave 79.3 % (IPC 1) / 94.4 %
+  Gaussian sampler) 1e-3 gave 49.4 % and 1e-2 44.1 %; on digits (one run each) 1e-3 gave 79.3 % (IPC 1) / 94.4 %
   (IPC 10), 1e-2 88.1 / 96.7, 3e-2 82.0 / 93.0. Hence :data:`DATASET_ADJUSTMENTS` gives digits 1e-2.
 
 Every field can be overridden (``dataclasses.replace`` or the CLI's ``--set key=value``); the whole config is
