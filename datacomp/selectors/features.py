@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from tqdm.auto import tqdm
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset
 from datacomp.models import create_model
+from datacomp.synset import atomic_write
 
 from .proxy_training import ProxyDynamics, train_proxy
 
@@ -92,19 +92,7 @@ def dataset_fingerprint(x: torch.Tensor, y: torch.Tensor, samples: int = 256) ->
 
 def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> Path:
     """Write ``arrays`` plus ``meta`` (as a JSON string under ``__meta__``) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, __meta__=np.array(json.dumps(meta, default=str)), **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, __meta__=np.array(json.dumps(meta, default=str)), **arrays))
 
 
 def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict] | None:
