@@ -235,7 +235,6 @@ def _run_images(args: argparse.Namespace, out: Path, params: dict) -> dict:
     from datacomp.evaluate import evaluate_random_baseline, evaluate_synset, get_protocol, random_subset
     from datacomp.synset import SyntheticSet, base_metadata
 
-    from .api import select
     from .features import image_features, proxy_dynamics
 
     method = args.method
@@ -280,12 +279,7 @@ def _run_images(args: argparse.Namespace, out: Path, params: dict) -> dict:
         if method == "ccs":
             config["ccs_score"] = args.ccs_score
             ledger.merge(dyn.ledger)  # ccs gets plain scores: the proxy's cost is added here
-    t0 = time.perf_counter()
-    sel = select(method, budget=budget, labels=y, class_balanced=args.class_balanced, seed=args.seed,
-                 class_budget=class_budget, **inputs, **params)
-    seconds = time.perf_counter() - t0
-    ledger.merge(CostLedger.from_dict(sel.metadata["cost"]["ledger"]))
-    sel.save(out / "selection.npz")
+    sel, seconds = _select_and_save(method, budget, y, class_budget, inputs, params, args, ledger, out)
 
     idx = torch.from_numpy(sel.indices)
     fraction = args.fraction
@@ -333,7 +327,6 @@ def _run_text(args: argparse.Namespace, out: Path, params: dict) -> dict:
     from datacomp.cost import CostLedger
     from datacomp.synset import atomic_write, package_versions
 
-    from .api import select
     from .text import embed_texts, load_text_dataset
 
     method = args.method
@@ -370,12 +363,7 @@ def _run_text(args: argparse.Namespace, out: Path, params: dict) -> dict:
         extra_inputs, extra_config = _method_inputs(method, emb.embeddings, args, out)
         inputs.update(extra_inputs)
         config.update(extra_config)
-    t0 = time.perf_counter()
-    sel = select(method, budget=budget, labels=labels, class_balanced=args.class_balanced, seed=args.seed,
-                 class_budget=class_budget, **inputs, **params)
-    seconds = time.perf_counter() - t0
-    ledger.merge(CostLedger.from_dict(sel.metadata["cost"]["ledger"]))
-    sel.save(out / "selection.npz")
+    sel, seconds = _select_and_save(method, budget, labels, class_budget, inputs, params, args, ledger, out)
     lines = [json.dumps(tds.records[i], ensure_ascii=False, default=str) for i in sel.indices.tolist()]
     atomic_write(out / "selected.jsonl", "\n".join(lines) + "\n")
     write_json(out / "indices.json", {"dataset": tds.source, "method": method, "n_pool": n, "budget": budget,
@@ -402,6 +390,22 @@ def _run_text(args: argparse.Namespace, out: Path, params: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- entry points
+
+
+def _select_and_save(method, budget, labels, class_budget, inputs: dict, params: dict, args: argparse.Namespace,
+                     ledger, out: Path):
+    """Run :func:`select`, add its ledger to the run's and save ``selection.npz``; returns (selection, seconds)."""
+    from datacomp.cost import CostLedger
+
+    from .api import select
+
+    t0 = time.perf_counter()
+    sel = select(method, budget=budget, labels=labels, class_balanced=args.class_balanced, seed=args.seed,
+                 class_budget=class_budget, **inputs, **params)
+    seconds = time.perf_counter() - t0
+    ledger.merge(CostLedger.from_dict(sel.metadata["cost"]["ledger"]))
+    sel.save(out / "selection.npz")
+    return sel, seconds
 
 
 def run_select(args: argparse.Namespace) -> dict:
