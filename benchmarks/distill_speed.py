@@ -8,9 +8,9 @@ Fixed settings (issue 3): CIFAR-10-shaped data (3x32x32, 10 classes), IPC 10, Co
 For each method the same iteration's *bare network passes* are timed on their own, so the overhead of augmentation,
 loss, sampler and optimiser shows as a ratio:
 - ``real_forward``: the real-image feature forward alone (inference mode, all classes in one batch, evaluated
-  512 images at a time as the distillers do);
-- ``network``: every network pass the iteration makes (real forward, synthetic forward + backward, and for NCFM the
-  calibration forward + backward).
+  in chunks as the distillers do);
+- ``network``: every network pass the iteration makes (real forward, synthetic forward + backward in the distiller's
+  class groups, and for NCFM the calibration forward + backward).
 
 Each method runs in its own child process; its peak resident memory is ``VmHWM`` reset after data loading and
 warm-up (``/proc/self/clear_refs``) and read right after the timed iterations: the iteration loop's peak with the
@@ -143,15 +143,21 @@ def _child(args: argparse.Namespace) -> dict:
         with torch.inference_mode():  # chunked like the distillers (same result, bounded activation memory)
             features_no_grad(net, real, bf16=args.bf16 != "off")
 
-    def syn_pass() -> None:
-        with autocast_bf16(syn, args.bf16 == "all"):
-            out = net.forward_features(syn)
-        out.float().sum().backward()
+    # The synthetic passes in the groups the distiller uses (NCFM: whole classes, at most SYN_CHUNK decoded images
+    # per forward/backward; DM: one batch), so the bare passes get the same cache behaviour as the iteration.
+    if args.child == "ncfm":
+        group_sizes = [len(group) * decoded for group in distiller._class_groups()]
+    else:
+        group_sizes = [syn.shape[0]]
+
+    def syn_pass(head: bool = False) -> None:
+        for part in syn.split(group_sizes):
+            with autocast_bf16(part, args.bf16 == "all"):
+                out = net(part) if head else net.forward_features(part)
+            out.float().sum().backward()
 
     def calib_pass() -> None:
-        with autocast_bf16(syn, args.bf16 == "all"):
-            out = net(syn)
-        out.float().sum().backward()
+        syn_pass(head=True)
 
     real_forward()
     real_t = _timed(real_forward, args.iterations)

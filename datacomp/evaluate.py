@@ -227,14 +227,52 @@ def _forward(model: nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
         return model(x).float()
 
 
-def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+def _per_sample_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if target.ndim == 2:
-        per = -(target * F.log_softmax(logits, 1)).sum(1)
-    else:
-        per = F.cross_entropy(logits, target, reduction="none")
+        return -(target * F.log_softmax(logits, 1)).sum(1)
+    return F.cross_entropy(logits, target, reduction="none")
+
+
+def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                        denominator: float | torch.Tensor | None = None) -> torch.Tensor:
+    """Mean (or ``weight``-weighted mean) cross-entropy; ``denominator`` overrides the count/weight sum (micro-batches
+    of one batch divide by the whole batch's)."""
+    per = _per_sample_cross_entropy(logits, target)
     if weight is not None:
-        return (per * weight).sum() / weight.sum()
-    return per.mean()
+        return (per * weight).sum() / (weight.sum() if denominator is None else denominator)
+    return per.sum() / (len(per) if denominator is None else denominator)
+
+
+# Images per forward/backward inside one optimiser step. On CPU a ConvNet step is bound by memory traffic: 256 CIFAR
+# images in micro-batches of 32 train ~2x faster than in one pass. The summed micro-batch gradients equal the batch's
+# exactly for networks that treat samples independently; networks with batch norm always run whole batches.
+MICRO_BATCH = 32
+
+
+def _micro_batch_size(model: nn.Module, device: torch.device) -> int | None:
+    """Micro-batch size for ``model`` (``None`` = whole batches: batch norm couples samples, or not on CPU)."""
+    if device.type != "cpu" or any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return None
+    return MICRO_BATCH
+
+
+def _batch_backward(model: nn.Module, xb: torch.Tensor, targets: list[tuple[float, torch.Tensor]],
+                    wb: torch.Tensor | None, bf16: bool, micro: int | None) -> torch.Tensor:
+    """Backward of ``sum_i coef_i * CE(model(xb), target_i)`` (weighted mean over the batch), in micro-batches.
+
+    Returns the (detached) batch loss.
+    """
+    denominator = wb.sum() if wb is not None else float(len(xb))
+    size = micro or len(xb)
+    total = torch.zeros((), device=xb.device)
+    for start in range(0, len(xb), size):
+        part = slice(start, start + size)
+        out = _forward(model, xb[part], bf16)
+        w = wb[part] if wb is not None else None
+        loss = sum(coef * _soft_cross_entropy(out, t[part], w, denominator) for coef, t in targets)
+        loss.backward()
+        total += loss.detach()
+    return total
 
 
 def train_classifier(
@@ -277,6 +315,7 @@ def train_classifier(
     steps_per_epoch = math.ceil(n / protocol.batch_size)
     ledger = ledger if ledger is not None else CostLedger()
     history: list[tuple[int, float]] = []
+    micro = _micro_batch_size(model, device)
     model.train()
     with ledger.phase(phase, flops="sampled", device=str(device)) as ph:
         for epoch in tqdm(range(protocol.epochs), desc=f"train ({protocol.name})", leave=False, disable=not progress):
@@ -290,12 +329,11 @@ def train_classifier(
                         xb = aug(xb)
                     if protocol.cutmix_prob > 0:
                         xb, ya, yb2, lam = cutmix(xb, yb, beta=1.0, prob=protocol.cutmix_prob, generator=gen)
-                        out = _forward(model, xb, protocol.bf16)
-                        loss = lam * _soft_cross_entropy(out, ya, wb) + (1 - lam) * _soft_cross_entropy(out, yb2, wb)
+                        targets = [(lam, ya), (1 - lam, yb2)]
                     else:
-                        loss = _soft_cross_entropy(_forward(model, xb, protocol.bf16), yb, wb)
+                        targets = [(1.0, yb)]
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss = _batch_backward(model, xb, targets, wb, protocol.bf16, micro)
                     opt.step()
             sched.step()
             if not torch.isfinite(loss):

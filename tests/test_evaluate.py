@@ -90,6 +90,36 @@ def test_bf16_protocol_trains_as_well_as_float32_on_digits():
     assert get_protocol("quick-bf16").bf16 and not get_protocol("quick").bf16
 
 
+@pytest.mark.parametrize("soft, weighted, cutmix", [(False, False, 0.0), (True, True, 0.0), (False, True, 1.0)])
+def test_micro_batches_give_the_whole_batch_gradient(monkeypatch, soft, weighted, cutmix):
+    import datacomp.evaluate as evaluate
+    from datacomp.models import create_model
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 1, 8, 8, generator=gen)
+    y = torch.randint(0, 10, (20,), generator=gen)
+    if soft:
+        y = torch.softmax(torch.randn(20, 10, generator=gen), 1)
+    weights = torch.rand(20, generator=gen) + 0.1 if weighted else None
+    protocol = get_protocol("smoke", epochs=2, batch_size=8, cutmix_prob=cutmix)
+    params = []
+    for micro in (3, 10**6):
+        monkeypatch.setattr(evaluate, "MICRO_BATCH", micro)
+        torch.manual_seed(1)
+        model = create_model("convnet-2-in", 1, 10, (8, 8))
+        assert evaluate._micro_batch_size(model, torch.device("cpu")) == micro
+        evaluate.train_classifier(model, x, y, protocol, weights=weights, generator=torch.Generator().manual_seed(2))
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(params[0], params[1], rtol=1e-4, atol=1e-5)
+
+
+def test_batch_norm_models_train_on_whole_batches():
+    from datacomp.evaluate import _micro_batch_size
+    from datacomp.models import create_model
+
+    assert _micro_batch_size(create_model("convnet-2-bn", 1, 10, (8, 8)), torch.device("cpu")) is None
+
+
 @pytest.mark.parametrize("augment", ["dsa", "diffaug"])
 def test_augmented_protocols_and_soft_labels_run(augment):
     ds = load_dataset("digits")

@@ -142,22 +142,27 @@ class Distiller:
         return {}
 
 
-REAL_CHUNK = 512
+# Images per real-feature chunk. Small chunks keep each layer's activations in the CPU caches: a ConvNet-3 forward of
+# 2560 CIFAR images is ~3x faster in chunks of 32 (channels-last) than in one batch, which is bound by memory traffic.
+REAL_CHUNK = 32
 
 
-@torch.no_grad()
 def autocast_bf16(x: Tensor, enabled: bool) -> torch.autocast:
     """bfloat16 autocast on ``x``'s device when ``enabled`` (a no-op context otherwise)."""
     return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+@torch.no_grad()
 def features_no_grad(net: torch.nn.Module, x: Tensor, chunk: int = REAL_CHUNK, bf16: bool = False) -> Tensor:
     """``net.forward_features(x)`` without autograd, ``chunk`` images at a time (float32 result).
 
-    Same result as one batched call (instance-norm networks treat images independently), but the activations of
-    only ``chunk`` images are alive at once: a 2560-image CIFAR batch through ConvNet-3 otherwise needs ~3 GB.
-    ``bf16=True`` runs the convolutions under bfloat16 autocast (features differ by ~0.5 % relative): only worth it
-    on hardware with native bf16 (AVX-512-BF16/AMX CPUs, GPUs); on AVX2-only CPUs it is ~20x *slower*.
+    Same result as one batched call (instance-norm networks treat images independently) to float32 rounding, while
+    only ``chunk`` images' activations are alive at once. Each chunk runs channels-last (oneDNN's fastest layout for
+    inference; forward results agree to ~1e-6, and no gradient flows here, where channels-last backward through
+    group norm is less accurate). ``bf16=True`` runs the convolutions under bfloat16 autocast (features differ by
+    ~0.5 % relative): only worth it on hardware with native bf16 (AVX-512-BF16/AMX CPUs, GPUs); on AVX2-only CPUs it
+    is ~20x *slower*.
     """
     with autocast_bf16(x, bf16):
-        return torch.cat([net.forward_features(part).float() for part in x.split(chunk)])
+        return torch.cat([net.forward_features(part.contiguous(memory_format=torch.channels_last)).float()
+                          for part in x.split(chunk)])
