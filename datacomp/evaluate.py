@@ -24,6 +24,8 @@ from .models import create_model
 from .synset import SyntheticSet, base_metadata
 
 __all__ = [
+    "batch_backward",
+    "micro_batch_size",
     "Protocol",
     "PROTOCOLS",
     "get_protocol",
@@ -249,14 +251,14 @@ def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torc
 MICRO_BATCH = 32
 
 
-def _micro_batch_size(model: nn.Module, device: torch.device) -> int | None:
+def micro_batch_size(model: nn.Module, device: torch.device) -> int | None:
     """Micro-batch size for ``model`` (``None`` = whole batches: batch norm couples samples, or not on CPU)."""
     if device.type != "cpu" or any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return None
     return MICRO_BATCH
 
 
-def _batch_backward(model: nn.Module, xb: torch.Tensor, targets: list[tuple[float, torch.Tensor]],
+def batch_backward(model: nn.Module, xb: torch.Tensor, targets: list[tuple[float, torch.Tensor]],
                     wb: torch.Tensor | None, bf16: bool, micro: int | None) -> torch.Tensor:
     """Backward of ``sum_i coef_i * CE(model(xb), target_i)`` (weighted mean over the batch), in micro-batches.
 
@@ -315,7 +317,7 @@ def train_classifier(
     steps_per_epoch = math.ceil(n / protocol.batch_size)
     ledger = ledger if ledger is not None else CostLedger()
     history: list[tuple[int, float]] = []
-    micro = _micro_batch_size(model, device)
+    micro = micro_batch_size(model, device)
     model.train()
     with ledger.phase(phase, flops="sampled", device=str(device)) as ph:
         for epoch in tqdm(range(protocol.epochs), desc=f"train ({protocol.name})", leave=False, disable=not progress):
@@ -333,7 +335,7 @@ def train_classifier(
                     else:
                         targets = [(1.0, yb)]
                     opt.zero_grad(set_to_none=True)
-                    loss = _batch_backward(model, xb, targets, wb, protocol.bf16, micro)
+                    loss = batch_backward(model, xb, targets, wb, protocol.bf16, micro)
                     opt.step()
             sched.step()
             if not torch.isfinite(loss):

@@ -107,17 +107,17 @@ def test_micro_batches_give_the_whole_batch_gradient(monkeypatch, soft, weighted
         monkeypatch.setattr(evaluate, "MICRO_BATCH", micro)
         torch.manual_seed(1)
         model = create_model("convnet-2-in", 1, 10, (8, 8))
-        assert evaluate._micro_batch_size(model, torch.device("cpu")) == micro
+        assert evaluate.micro_batch_size(model, torch.device("cpu")) == micro
         evaluate.train_classifier(model, x, y, protocol, weights=weights, generator=torch.Generator().manual_seed(2))
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(params[0], params[1], rtol=1e-4, atol=1e-5)
 
 
 def test_batch_norm_models_train_on_whole_batches():
-    from datacomp.evaluate import _micro_batch_size
+    from datacomp.evaluate import micro_batch_size
     from datacomp.models import create_model
 
-    assert _micro_batch_size(create_model("convnet-2-bn", 1, 10, (8, 8)), torch.device("cpu")) is None
+    assert micro_batch_size(create_model("convnet-2-bn", 1, 10, (8, 8)), torch.device("cpu")) is None
 
 
 @pytest.mark.parametrize("augment", ["dsa", "diffaug"])

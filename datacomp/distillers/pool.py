@@ -26,10 +26,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from datacomp.augment import DiffAug, cutmix, cutmix_loss
+from datacomp.augment import DiffAug, cutmix
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset
-from datacomp.evaluate import test_accuracy
+from datacomp.evaluate import batch_backward, micro_batch_size, test_accuracy
 from datacomp.models import create_model
 from datacomp.synset import atomic_write
 
@@ -109,6 +109,7 @@ def train_pool_member(
     milestones = sorted({max(1, round(epochs * 2 / 3)), max(1, round(epochs * 5 / 6))})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.2)
     ledger = CostLedger()
+    micro = micro_batch_size(model, device)  # micro-batches: same gradient, faster on CPU
     model.train()
     with ledger.phase("pool-training", flops="sampled", device=str(device), one_off=True) as ph:
         for _ in tqdm(range(epochs), desc=f"pool member {index}", leave=False, disable=not progress):
@@ -117,9 +118,8 @@ def train_pool_member(
                 with ph.step():
                     idx = order[s * spec.batch : (s + 1) * spec.batch]
                     xb, ya, yb, lam = cutmix(aug(x[idx]), y[idx], prob=0.5, generator=gen)
-                    loss = cutmix_loss(model(xb), ya, yb, lam)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss = batch_backward(model, xb, [(lam, ya), (1 - lam, yb)], None, False, micro)
                     opt.step()
             sched.step()
         ph.extra.update(samples_seen=epochs * len(x), epochs=epochs, pool_member=index)
