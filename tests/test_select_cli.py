@@ -104,6 +104,24 @@ def test_image_sae_greedy_beats_random_coverage(tmp_path):
     assert reuse["config"]["sae"]["source"].endswith("sae.safetensors") and reuse["num_items"] == 20
 
 
+def test_trained_sae_is_cached_per_feature_set(tmp_path):
+    args = ["--dataset", "digits", "--budget", "20", "--proxy-epochs", "0", "--features-model", "mlp", "--eval-runs",
+            "0", "--no-progress", "--sae-latents", "64", "--sae-k", "4", "--sae-epochs", "1", "--cache-dir",
+            str(tmp_path / "cache")]
+    first = run_select(parse("--method", "sae-greedy", *args, "--out", tmp_path / "a"))
+    second = run_select(parse("--method", "sae-simscale", *args, "--out", tmp_path / "b"))
+    assert first["config"]["sae"]["source"] == "trained" and second["config"]["sae"]["source"] == "cache"
+    assert first["config"]["sae"]["cache_key"] == second["config"]["sae"]["cache_key"]
+    assert len(list((tmp_path / "cache" / "sae").glob("sae-*.safetensors"))) == 1
+    assert "sae-training" in {p["name"] for p in second["cost"]["phases"]}  # the one-off cost travels with it
+    other_args = list(args)
+    other_args[other_args.index("--sae-k") + 1] = "8"
+    other = run_select(parse("--method", "sae-greedy", *other_args, "--out", tmp_path / "c"))
+    assert other["config"]["sae"]["source"] == "trained"  # other settings: another SAE
+    fresh = run_select(parse("--method", "sae-greedy", *args, "--no-cache", "--out", tmp_path / "d"))
+    assert fresh["config"]["sae"]["source"] == "trained"
+
+
 def test_baseline_matches_per_class_counts_when_a_class_is_empty(tmp_path):
     out = tmp_path / "r"
     run = run_select(parse("--method", "herding", "--dataset", "digits", "--budget", "4", "--no-class-balanced",

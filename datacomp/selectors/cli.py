@@ -71,8 +71,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     p.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter passed to select(), e.g. kind=margin, n_neighbors=32 (repeatable)")
     p.add_argument("--device", default="cpu", help="torch device for proxies, SAE and encoders")
-    p.add_argument("--cache-dir", default=None, help="feature cache (default $DATACOMP_CACHE/features)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--cache-dir", default=None, help="feature cache (default $DATACOMP_CACHE/features); trained "
+                   "SAEs are cached in its sae/ folder (default $DATACOMP_CACHE/sae)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature and SAE caches")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     g = p.add_argument_group("image inputs")
     g.add_argument("--features-model", default="convnet-3-in", help="proxy / feature model (registry name)")
@@ -172,7 +173,7 @@ def _resolve_budget(args: argparse.Namespace, n: int, class_counts: np.ndarray |
 
 def _sae_for(features: np.ndarray, args: argparse.Namespace, out: Path):
     """Load ``--sae`` or train a TopK SAE on ``features`` (saved to OUT/sae.safetensors)."""
-    from .sae import TopKSAE, train_sae
+    from .sae import TopKSAE, cached_train_sae
 
     if args.sae_path:
         sae = TopKSAE.load(args.sae_path, device=args.device)
@@ -186,12 +187,16 @@ def _sae_for(features: np.ndarray, args: argparse.Namespace, out: Path):
             raise ValueError(f"{flag} must be >= 1, got {value}")
     if args.sae_k > args.sae_latents:
         raise ValueError(f"--sae-k {args.sae_k} exceeds --sae-latents {args.sae_latents}")
-    sae = train_sae(features, n_latents=args.sae_latents, k=args.sae_k, epochs=args.sae_epochs,
-                    batch_size=args.sae_batch_size, seed=args.seed, device=args.device,
-                    progress=not args.no_progress)
+    # Cached per (features, settings): every method and budget reading the same features shares one SAE.
+    cache_dir = Path(args.cache_dir) / "sae" if args.cache_dir else None
+    sae, from_cache, key = cached_train_sae(
+        features, cache=not args.no_cache, cache_dir=cache_dir, device=args.device, progress=not args.no_progress,
+        n_latents=args.sae_latents, k=args.sae_k, epochs=args.sae_epochs, batch_size=args.sae_batch_size,
+        seed=args.seed)
     sae.save(out / "sae.safetensors")
     fvu = float(sae.history["fvu"][-1]) if sae.history.get("fvu") else None
-    return sae, {"source": "trained", "path": str(out / "sae.safetensors"), "final_fvu": fvu, **sae.config}
+    return sae, {"source": "cache" if from_cache else "trained", "path": str(out / "sae.safetensors"),
+                 "cache_key": key, "final_fvu": fvu, **sae.config}
 
 
 def _method_inputs(method: str, features: np.ndarray | None, args: argparse.Namespace, out: Path) -> tuple[dict, dict]:

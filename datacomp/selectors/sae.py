@@ -342,3 +342,46 @@ def train_sae(
                   "dead_after": dead_after, "normalize": normalize, "input_scale": float(sae.input_scale),
                   "n_train": n, "adam_eps": 6.25e-10}
     return sae.eval()
+
+
+def default_sae_cache_dir() -> Path:
+    """``$DATACOMP_CACHE/sae``, or ``~/.cache/datacomp/sae``."""
+    return Path(os.environ.get("DATACOMP_CACHE", Path.home() / ".cache" / "datacomp")).expanduser() / "sae"
+
+
+def sae_cache_key(x: np.ndarray | torch.Tensor, **settings) -> str:
+    """Key of an SAE trained on ``x`` with ``settings``: BLAKE2 of the exact embedding bytes plus the settings."""
+    import hashlib
+
+    array = np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(json.dumps({"shape": array.shape, "dtype": str(array.dtype), **settings}, sort_keys=True,
+                             default=str).encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def cached_train_sae(x: np.ndarray | torch.Tensor, cache: bool = True, cache_dir: str | os.PathLike | None = None,
+                     device: str = "cpu", progress: bool = True, **settings) -> tuple[TopKSAE, bool, str]:
+    """:func:`train_sae` on ``x``, reusing the SAE of an earlier call with the same embeddings and settings.
+
+    Training a 2048-latent SAE on 50k CIFAR features takes ~9 minutes on 2 CPU cores; every selection method and
+    budget that reads the same features can share it. The file keeps the training history and one-off cost, so a
+    selection that loads it still reports what the SAE cost to make.
+
+    Returns:
+        ``(sae, from_cache, key)``.
+    """
+    key = sae_cache_key(x, **settings)
+    path = Path(cache_dir) if cache_dir is not None else default_sae_cache_dir()
+    path = path / f"sae-{key}.safetensors"
+    if cache and path.is_file():
+        return TopKSAE.load(path, device=device), True, key
+    sae = train_sae(x, device=device, progress=progress, **settings)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sae.save(path)
+    return sae, False, key
+
+
+__all__ += ["cached_train_sae", "sae_cache_key", "default_sae_cache_dir"]
