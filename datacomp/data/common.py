@@ -1,0 +1,68 @@
+"""Data roots and the helpers the loaders share (array conversion, channel statistics, JPEG decoding, errors)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .dataset import DataNotFoundError
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Roots
+
+
+def default_data_root() -> Path:
+    """``$DATACOMP_DATA`` or ``~/.cache/datacomp/data``."""
+    return Path(os.environ.get("DATACOMP_DATA", Path.home() / ".cache" / "datacomp" / "data")).expanduser()
+
+
+def shared_data_root() -> Path | None:
+    """``$DATACOMP_SHARED_DATA`` if it is set and exists (offline copies of real datasets)."""
+    value = os.environ.get("DATACOMP_SHARED_DATA")
+    if value and Path(value).expanduser().is_dir():
+        return Path(value).expanduser()
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _nhwc_uint8_to_tensor(x: np.ndarray) -> torch.Tensor:
+    if x.ndim == 3:  # [N, H, W] grey
+        x = x[..., None]
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def _decode_jpegs(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    data = blob.tobytes()
+    first = np.asarray(Image.open(io.BytesIO(data[offsets[0] : offsets[1]])).convert("RGB"))
+    out = np.empty((len(offsets) - 1, *first.shape), dtype=np.uint8)
+    for i in range(len(offsets) - 1):  # image decoding has no batched form; ~5 s for 50k 32x32 JPEGs
+        out[i] = np.asarray(Image.open(io.BytesIO(data[offsets[i] : offsets[i + 1]])).convert("RGB"))
+    return out
+
+
+def _missing(name: str, root: Path, expected: str) -> DataNotFoundError:
+    shared = os.environ.get("DATACOMP_SHARED_DATA")
+    return DataNotFoundError(
+        f"dataset '{name}': files not found.\n"
+        f"  Looked in --data-root / $DATACOMP_DATA = {root}\n"
+        f"  Expected (torchvision layout): {expected}\n"
+        + (f"  Offline copies ($DATACOMP_SHARED_DATA={shared}) have no copy of it.\n" if shared else "")
+        + "  Fix: place those files there, or pass --download (needs network access)"
+        + (", or set DATACOMP_SHARED_DATA to a folder holding the offline copies." if name in ("cifar10", "mnist") else ".")
+    )
