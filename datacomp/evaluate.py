@@ -209,15 +209,22 @@ def _make_augment(protocol: Protocol, dataset_name: str, seed: int):
 
 
 @torch.inference_mode()
-def test_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` on normalised images ``x``."""
+def test_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> float:
+    """Top-1 accuracy of ``model`` on normalised images ``x``.
+
+    Small channels-last batches: on CPU the forward is bound by memory traffic, and 64-image batches keep the
+    activations in cache (CIFAR-10's 10k test images: ~3x faster than batches of 1024; same logits to ~1e-6).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            logits = model(x[i : i + batch_size].to(device))
+            xb = x[i : i + batch_size].to(device)
+            if xb.ndim == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            logits = model(xb)
             correct += int((logits.argmax(1) == y[i : i + batch_size].to(device)).sum())
     model.train(was_training)
     return correct / len(x)
