@@ -1,13 +1,7 @@
 """The registered datasets: their loaders and static facts (:data:`DATASETS`).
 
-Where the files come from, in order:
-
-1. ``root`` (``--data-root``; default ``$DATACOMP_DATA`` or ``~/.cache/datacomp/data``) in torchvision's layout;
-2. the offline copies under ``$DATACOMP_SHARED_DATA`` (``cifar10``: all 60k images from a JPEG copy; ``mnist``: the test
-   set and the first 10k training images);
-3. a download through torchvision when ``download=True``.
-
-If none is available the error lists exactly which files to place where.
+Each loader looks for its files in the order the :mod:`datacomp.data` docstring gives (``root``, the offline copies
+under ``$DATACOMP_SHARED_DATA``, a torchvision download) and says exactly which files to place where if none is there.
 """
 
 from __future__ import annotations
