@@ -265,7 +265,7 @@ def write_outputs(rows: list[dict], comparisons: list[dict], args: argparse.Name
         "rows": rows, "comparisons": comparisons}
     _atomic_write(RESULTS / f"selection_speed{tag}.json", json.dumps(report, indent=1, default=float))
 
-    lines = [f"# Selection speed ({'quick' if tag else 'full'})", "",
+    lines = [f"# Selection speed ({tag.lstrip('_') or 'full'})", "",
              f"budget {args.budget}, {args.dim}-d {'real' if args.features else 'Gaussian-mixture'} embeddings, "
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, {os.cpu_count()} CPUs. "
              "Peak memory = increase of process RSS during the call (memory the process already held and reused "
