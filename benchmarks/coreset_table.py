@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datacomp.selectors.cli import configure_parser, run_select  # noqa: E402
@@ -57,6 +59,24 @@ def _cells(args: argparse.Namespace) -> list[tuple[str, str, float]]:
     if args.fractions:
         cells += [("fraction", f"frac{f:g}", f) for f in args.fraction_values]
     return cells
+
+
+def _same_as_ipc(fraction: float, class_counts: list[int], ipcs: list[int]) -> int | None:
+    """The IPC whose subset a fraction cell would repeat, or None.
+
+    On a class-balanced pool a fraction's proportional per-class budgets equal an IPC cell's equal ones when
+    ``round(fraction * n) / C`` is that IPC (CIFAR-10: 1 % = 500 images = 50 per class); ``select`` sees the same
+    per-class budgets, so the subset, and its evaluation, are the same (tests/test_selectors.py checks it).
+    """
+    from datacomp.selectors.api import class_budgets
+
+    labels = np.repeat(np.arange(len(class_counts)), class_counts)
+    budget = int(round(fraction * len(labels)))
+    proportional = class_budgets(labels, budget, "proportional")
+    for ipc in ipcs:
+        if ipc * len(class_counts) == budget and class_budgets(labels, budget, "equal") == proportional:
+            return ipc
+    return None
 
 
 def _run_cell(args: argparse.Namespace, method: str, kind: str, value: float, out: Path) -> dict:
@@ -100,6 +120,10 @@ def _markdown(doc: dict) -> str:
              f"{' under bf16 autocast' if doc.get('proxy_bf16') else ''}; seed {doc['seed']}. Accuracy % mean +- std over "
              "runs (one subset per cell). `random` = random real subset with the same per-class counts.", "",
              "| method | " + " | ".join(c for c in cells) + " |", "|---|" + "---|" * len(cells)]
+    same = doc.get("same_subset_as") or {}
+    if same:
+        lines[4:4] = [" ".join(f"`{f}` selects the same per-class budgets as `{i}`, so its column repeats that "
+                               "cell (same subset, same evaluation)." for f, i in same.items()), ""]
     by = {(r["method"], r["size"]): r for r in rows}
     for method in doc["methods"]:
         vals = []
@@ -170,10 +194,21 @@ def main(argv: list[str] | None = None) -> int:
            "paper_source": "NCFM (CVPR 2025) Table 1, ConvNet-IN, CIFAR-10 (spec ncfm.md 2.1)",
            "versions": package_versions(), "host": f"{platform.node()} ({platform.processor() or 'cpu'})",
            "rows": []}
+    aliases: dict[str, str] = {}  # fraction label -> the IPC label whose subset it repeats
+    if args.fractions:
+        from datacomp.data import load_dataset
+
+        counts = [int(c) for c in load_dataset(args.dataset, root=args.data_root).class_counts]
+        for kind, label, value in cells:
+            ipc = _same_as_ipc(value, counts, args.ipc) if kind == "fraction" else None
+            if ipc is not None:
+                aliases[label] = f"ipc{ipc}"
+    doc["same_subset_as"] = aliases
     t_start = time.perf_counter()
     for kind, label, value in cells:
         for method in args.methods:
-            out = runs_dir / f"{method}-{label}"
+            # A fraction that repeats an IPC cell's per-class budgets reads that cell (same subset, same evaluation).
+            out = runs_dir / f"{method}-{aliases.get(label, label)}"
             t0 = time.perf_counter()
             record = _run_cell(args, method, kind, value, out)
             record["_out"] = str(out)

@@ -115,7 +115,7 @@ def _child(args: argparse.Namespace) -> dict:
 
         cfg = get_config("ncfm", "official", real_batch=args.real_batch, num_freqs=args.num_freqs,
                          step_mode=args.step_mode, real_sampling="random", real_bf16=args.bf16 != "off",
-                         syn_bf16=args.bf16 == "all")
+                         syn_bf16=args.bf16 == "all", cf_bf16=args.cf_bf16)
         net = create_model(model, 3, 10, ds.image_size)
         state = {k: v.clone() for k, v in net.state_dict().items()}
         # Speed does not depend on the weights: one untrained member stands in for the trained pool.
@@ -160,18 +160,23 @@ def _child(args: argparse.Namespace) -> dict:
         syn_pass(head=True)
 
     real_forward()
-    real_t = _timed(real_forward, args.iterations)
-    syn_t = _timed(syn_pass, args.iterations)
-    network = [r + s for r, s in zip(real_t, syn_t)]
-    if args.child == "ncfm" and cfg.calibration:
-        calib_t = _timed(calib_pass, args.iterations)
-        network = [n + c for n, c in zip(network, calib_t)]
+    syn_pass()
+    # Interleaved: each round times one more iteration and then the bare passes, so both see the same machine state
+    # (a shared 2-core host drifts by 10-20 % over a minute, which would otherwise move the ratio).
+    calibrated = args.child == "ncfm" and cfg.calibration
+    paired_it, real_t, network = [], [], []
+    for _ in range(args.iterations):
+        paired_it += _timed(lambda: distiller.step(1), 1)
+        r, s = _timed(real_forward, 1)[0], _timed(syn_pass, 1)[0]
+        c = _timed(calib_pass, 1)[0] if calibrated else 0.0
+        real_t.append(r)
+        network.append(r + s + c)
     med = statistics.median
     return {
         "method": args.child,
         "settings": {"ipc": args.ipc, "real_batch_per_class": min(args.real_batch, distiller.real_count),
                      "decoded_per_class": decoded, "image_size": args.size, "model": model, "bf16": args.bf16,
-                     "data": args.data,
+                     "data": args.data, "cf_bf16": args.cf_bf16 if args.child == "ncfm" else None,
                      **({"num_freqs": args.num_freqs, "factor": distiller.config.factor, "calibration": True,
                          "sampler": "gaussian",
                          "step_mode": args.step_mode} if args.child == "ncfm" else {"augment": "dsa"})},
@@ -179,8 +184,10 @@ def _child(args: argparse.Namespace) -> dict:
         "s_per_iteration_all": iteration,
         "real_forward_s": med(real_t),
         "network_passes_s": med(network),
-        "ratio_to_real_forward": med(iteration) / med(real_t),
-        "ratio_to_network_passes": med(iteration) / med(network),
+        "s_per_iteration_paired": med(paired_it),
+        "ratio_to_real_forward": med(paired_it) / med(real_t),
+        "ratio_to_network_passes": med(paired_it) / med(network),
+        "ratio_to_network_passes_per_round": [i / n for i, n in zip(paired_it, network)],
         "peak_rss_gb": peak_gb,
         "rss_before_loop_gb": loaded_gb,
         "threads": torch.get_num_threads(),
@@ -210,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bf16", choices=["off", "real", "all"], default="off",
                         help="bfloat16 autocast for the real features (real) or every network pass (all); only "
                              "faster on CPUs with native bf16 (AVX-512-BF16/AMX)")
+    parser.add_argument("--cf-bf16", action="store_true", help="NCFM: real-side characteristic-function matmul in "
+                        "bfloat16 (config cf_bf16)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to validate the script")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -224,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, __file__, "--child", method, "--iterations", str(args.iterations), "--ipc",
                str(args.ipc), "--real-batch", str(args.real_batch), "--num-freqs", str(args.num_freqs), "--size",
                str(args.size), "--step-mode", args.step_mode, "--data", args.data, "--bf16", args.bf16]
+        cmd += ["--cf-bf16"] if args.cf_bf16 else []
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         if done.returncode:
             print(done.stderr, file=sys.stderr)

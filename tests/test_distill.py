@@ -11,6 +11,7 @@ import torch
 
 from datacomp.data import load_dataset
 from datacomp.distillers import dm as dm_module
+from datacomp.distillers import ncfm as ncfm_module
 from datacomp.distillers.multiformation import decode, encode_mosaic, resolve_factor
 from datacomp.distillers.ncfm import NCFMDistiller, ncfm_loss
 from datacomp.distillers.pool import PoolSpec, build_pool
@@ -167,8 +168,13 @@ def _distiller(tiny, **overrides) -> NCFMDistiller:
     return NCFMDistiller(cfg, ds, list(range(NUM_CLASSES)), 2, "convnet-3-in", torch.device("cpu"), 0, pool)
 
 
-def test_ncfm_step_updates_images_and_psi(tiny) -> None:
-    distiller = _distiller(tiny, sampler="learned", sampler_lr=1e-2)
+@pytest.mark.parametrize("cf_bf16", [False, True])
+def test_ncfm_step_updates_images_and_psi(tiny, cf_bf16: bool, monkeypatch) -> None:
+    # One class per group (SYN_CHUNK = decoded images of one class): psi's gradient accumulates over several group
+    # backwards, with cf_bf16 through one bfloat16 copy of the frequencies shared by every group.
+    monkeypatch.setattr(ncfm_module, "SYN_CHUNK", 8)
+    distiller = _distiller(tiny, sampler="learned", sampler_lr=1e-2, cf_bf16=cf_bf16)
+    assert len(distiller._class_groups()) == NUM_CLASSES
     images = distiller.images.detach().clone()
     psi = [p.detach().clone() for p in distiller.sampler.parameters()]
     losses = distiller.step(0)

@@ -117,3 +117,23 @@ def test_safe_sqrt_value_and_gradient() -> None:
 def test_ncfd_rejects_bad_input(real, syn, freqs, alpha, error, match) -> None:
     with pytest.raises(error, match=match):
         ncfd(real, syn, freqs, alpha=alpha)
+
+
+def test_bf16_real_projection_stays_close_to_float32() -> None:
+    """cf_bf16: the real side's projection in bfloat16 moves NCFD and its pixel-side gradient by well under 1 %."""
+    gen = torch.Generator().manual_seed(0)
+    real = torch.nn.functional.normalize(torch.randn(3, 64, 256, generator=gen).relu(), dim=-1)
+    syn = torch.nn.functional.normalize(torch.randn(3, 16, 256, generator=gen).relu(), dim=-1).requires_grad_(True)
+    freqs = torch.randn(512, 256, generator=gen)
+    exact = ncfd(real, syn, freqs)
+    (grad_exact,) = torch.autograd.grad(exact.sum(), syn)
+    low = ncfd(real, syn, freqs, real_freqs=freqs.bfloat16())
+    (grad_low,) = torch.autograd.grad(low.sum(), syn)
+    assert low.dtype == torch.float32
+    assert ((low - exact).abs() / exact).max() < 0.01
+    assert torch.nn.functional.cosine_similarity(grad_low.flatten(), grad_exact.flatten(), dim=0) > 0.999
+
+
+def test_real_freqs_must_match_freqs() -> None:
+    with pytest.raises(ValueError, match="real_freqs has shape"):
+        ncfd(torch.randn(4, 3), torch.randn(4, 3), torch.randn(2, 3), real_freqs=torch.randn(5, 3))

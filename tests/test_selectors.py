@@ -73,6 +73,18 @@ def test_class_budget_rules(counts, budget, rule, expected):
     assert list(out.values()) == expected and sum(expected) == budget
 
 
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter", "ccs"])
+def test_fraction_on_balanced_pool_repeats_ipc_subset(method, pool):
+    # The coreset table reuses the IPC-50 cell for CIFAR-10's 1 % fraction: on a balanced pool the proportional
+    # split equals the equal split, and the subset depends on the per-class budgets only.
+    balanced = {k: v[:60] if k != "correct" else v[:, :60] for k, v in pool.items()}
+    balanced["labels"] = np.repeat([0, 1, 2], 20)
+    a = run(method, balanced, budget=9, seed=5, class_budget="proportional")
+    b = run(method, balanced, budget=9, seed=5, class_budget="equal")
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert a.metadata["per_class_budgets"] == b.metadata["per_class_budgets"] == {"0": 3, "1": 3, "2": 3}
+
+
 def test_explicit_class_budget_without_total(pool):
     sel = run("random", pool, budget=None, class_budget={0: 2, 2: 5})
     assert len(sel) == 7 and (pool["labels"][sel.indices] == 2).sum() == 5

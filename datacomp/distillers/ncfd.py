@@ -41,6 +41,9 @@ def characteristic_function(features: Tensor, freqs: Tensor) -> tuple[Tensor, Te
         ``(real, imag)``, each ``[..., K]``: the mean of ``cos <t, f_i>`` and ``sin <t, f_i>`` over the N samples.
     """
     projections = features @ freqs.transpose(-1, -2)  # [..., N, K]: one matmul for all frequencies
+    # bfloat16 inputs (see ``ncfd_terms(real_freqs=...)``) give a bfloat16 product: cos/sin and the mean run in
+    # float32 at least.
+    projections = projections.to(torch.promote_types(projections.dtype, torch.float32))
     return torch.cos(projections).mean(dim=-2), torch.sin(projections).mean(dim=-2)
 
 
@@ -62,19 +65,27 @@ def _check_inputs(real: Tensor, syn: Tensor, freqs: Tensor) -> None:
         raise ValueError("real, syn and freqs must each hold at least one row")
 
 
-def ncfd_terms(real: Tensor, syn: Tensor, freqs: Tensor) -> tuple[Tensor, Tensor]:
+def ncfd_terms(real: Tensor, syn: Tensor, freqs: Tensor, real_freqs: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Per-frequency amplitude and phase terms of NCFD.
 
     Args:
         real: ``[..., N, d]`` real features (typically computed without gradient).
         syn: ``[..., M, d]`` synthetic features.
         freqs: ``[K, d]`` or ``[..., K, d]`` frequency arguments.
+        real_freqs: The same frequencies for the real side's projection, possibly in another dtype (NCFM's
+            ``cf_bf16``: a bfloat16 copy made once per iteration; ``real`` is cast to its dtype). Default ``freqs``.
 
     Returns:
         ``(amp, phase)``, each ``[..., K]``, both ``>= 0``.
     """
     _check_inputs(real, syn, freqs)
-    real_re, real_im = characteristic_function(real, freqs)
+    if real_freqs is None:
+        real_re, real_im = characteristic_function(real, freqs)
+    else:
+        if real_freqs.shape != freqs.shape:
+            raise ValueError(f"real_freqs has shape {tuple(real_freqs.shape)} but freqs {tuple(freqs.shape)}; pass "
+                             "the same frequencies (e.g. freqs.bfloat16())")
+        real_re, real_im = characteristic_function(real.to(real_freqs.dtype), real_freqs)
     syn_re, syn_im = characteristic_function(syn, freqs)
     real_abs = safe_sqrt(real_re.square() + real_im.square())
     syn_abs = safe_sqrt(syn_re.square() + syn_im.square())
@@ -87,7 +98,7 @@ def ncfd_terms(real: Tensor, syn: Tensor, freqs: Tensor) -> tuple[Tensor, Tensor
     return amp, phase
 
 
-def ncfd(real: Tensor, syn: Tensor, freqs: Tensor, alpha: float = 0.5) -> Tensor:
+def ncfd(real: Tensor, syn: Tensor, freqs: Tensor, alpha: float = 0.5, real_freqs: Tensor | None = None) -> Tensor:
     """Neural characteristic-function discrepancy between two feature sets.
 
     The features are used as given (no normalisation, no scale factor: the NCFM training loss adds both).
@@ -98,6 +109,8 @@ def ncfd(real: Tensor, syn: Tensor, freqs: Tensor, alpha: float = 0.5) -> Tensor
         freqs: ``[K, d]`` (shared) or ``[..., K, d]`` (per batch entry) frequency arguments.
         alpha: weight of the amplitude term in ``[0, 1]``; the phase term gets ``1 - alpha``. With ``alpha=0.5``
             the integrand is ``sqrt(0.5) * |Phi_r(t) - Phi_s(t)|``.
+        real_freqs: Optional copy of ``freqs`` (e.g. bfloat16) for the real side's projection; see
+            :func:`ncfd_terms`.
 
     Returns:
         ``[...]``: mean over the K frequencies of ``sqrt(alpha * amp + (1 - alpha) * phase)``.
@@ -108,5 +121,5 @@ def ncfd(real: Tensor, syn: Tensor, freqs: Tensor, alpha: float = 0.5) -> Tensor
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1] (weight of the amplitude term), got {alpha}")
-    amp, phase = ncfd_terms(real, syn, freqs)
+    amp, phase = ncfd_terms(real, syn, freqs, real_freqs=real_freqs)
     return safe_sqrt(alpha * amp + (1.0 - alpha) * phase).mean(dim=-1)

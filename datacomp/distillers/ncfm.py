@@ -45,7 +45,7 @@ SYN_CHUNK = 64
 
 
 def ncfm_loss(real_features: Tensor, syn_features: Tensor, freqs: Tensor, alpha: float = 0.5,
-              scale: float = 300.0, normalize: bool = True) -> Tensor:
+              scale: float = 300.0, normalize: bool = True, real_freqs: Tensor | None = None) -> Tensor:
     """NCFM's training loss: ``scale * NCFD`` on (optionally) L2-normalised features.
 
     Args:
@@ -55,6 +55,7 @@ def ncfm_loss(real_features: Tensor, syn_features: Tensor, freqs: Tensor, alpha:
         alpha: Amplitude weight.
         scale: Loss multiplier (released code: 300).
         normalize: L2-normalise every feature vector first (released code: yes).
+        real_freqs: Optional low-precision copy of ``freqs`` for the real side's projection (``cf_bf16``).
 
     Returns:
         ``[...]`` per-batch-entry loss (e.g. per class).
@@ -62,7 +63,7 @@ def ncfm_loss(real_features: Tensor, syn_features: Tensor, freqs: Tensor, alpha:
     if normalize:
         real_features = F.normalize(real_features, dim=-1)
         syn_features = F.normalize(syn_features, dim=-1)
-    return scale * ncfd(real_features, syn_features, freqs, alpha=alpha)
+    return scale * ncfd(real_features, syn_features, freqs, alpha=alpha, real_freqs=real_freqs)
 
 
 class NCFMDistiller(Distiller):
@@ -187,6 +188,8 @@ class NCFMDistiller(Distiller):
         # gives exactly the full gradient while only one group's activations are alive. One backward per group
         # yields the images' gradient (descent) and, through a detached copy of the frequencies, psi's (ascent).
         freqs_leaf = freqs.detach().requires_grad_(self.sampler.learnable)
+        # cf_bf16: the real side's projection (the largest matmul, no pixel gradient) in bfloat16, cast once here.
+        real_freqs = freqs_leaf.to(torch.bfloat16) if cfg.cf_bf16 else None
         self.images.grad = None
         losses = []
         for group in self._class_groups():
@@ -198,7 +201,8 @@ class NCFMDistiller(Distiller):
                 syn_features = self.match_net.forward_features(syn_aug)
             syn_features = syn_features.float().reshape(len(group), decoded_per_class, -1)
             group_losses = ncfm_loss(real_features[group.start : group.stop], syn_features, freqs_leaf,
-                                     alpha=cfg.alpha, scale=cfg.loss_scale, normalize=cfg.normalize_features)
+                                     alpha=cfg.alpha, scale=cfg.loss_scale, normalize=cfg.normalize_features,
+                                     real_freqs=real_freqs)
             group_losses.sum().backward()
             losses.append(group_losses.detach())
         grad_images = self.images.grad
