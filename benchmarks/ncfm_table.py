@@ -18,6 +18,9 @@ Commands (the lead's)::
     # CPU, shared CIFAR-10 copy, IPC 1 and 10 (the committed quick results)
     OMP_NUM_THREADS=2 python benchmarks/ncfm_table.py --dataset cifar10 --preset cpu-quick --ipc 1 10 --runs 2 \\
         --protocol quick --with-init
+    # digits, five seeds with an across-seed summary (ncfm_table_digits_cpu-quick_seeds.md)
+    OMP_NUM_THREADS=2 python benchmarks/ncfm_table.py --dataset digits --ipc 1 10 --runs 3 --protocol quick \
+        --seeds 0 1 2 3 4 --runs-dir runs/ncfm_table_digits_seeds
     # GPU, the paper's settings (20000 iterations; hours per row)
     python benchmarks/ncfm_table.py --dataset cifar10 --preset paper --ipc 1 10 50 --runs 5 --protocol ncfm --device cuda
 
@@ -66,12 +69,15 @@ ROWS = {
 }
 
 
-def _cached(out: Path, runs: int, protocol: str, expected: dict) -> dict | None:
+def _cached(out: Path, runs: int, protocol: str, expected: dict, seed: int) -> dict | None:
     """The finished row in ``out`` if it was made with the same config, protocol and number of runs."""
     path = out / "run.json"
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
+    if record["config"].get("seed", seed) != seed:
+        print(f"  {out.name}: made with seed {record['config'].get('seed')}, not {seed}; recomputing", flush=True)
+        return None
     stored = record["config"]["config"]
     # factor is resolved per image size at run time (0 = auto): compare everything else. A run without iterations
     # (the initialisation row) depends only on how it was initialised.
@@ -98,7 +104,7 @@ def run_row(row: str, args: argparse.Namespace, ipc: int) -> dict:
     from datacomp.distillers.presets import config_dict, get_config
 
     expected = config_dict(get_config(method, args.preset, dataset=args.dataset, **overrides))
-    record = _cached(out, args.runs, args.protocol, expected)
+    record = _cached(out, args.runs, args.protocol, expected, args.seed)
     if record is None:
         has_checkpoint = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
         started = time.time()
@@ -119,8 +125,40 @@ def run_row(row: str, args: argparse.Namespace, ipc: int) -> dict:
         "iterations": record["config"]["config"].get("iterations", 0), "distill_seconds": distill_s,
         "lr_img": record["config"]["config"].get("lr_img"),
         "pool_seconds": pool_s,
-        "num_train_images": record["eval"]["num_train_images"], "run_dir": str(out),
+        "num_train_images": record["eval"]["num_train_images"], "run_dir": str(out), "seed": args.seed,
     }
+
+
+def seeds_markdown(per_seed: dict[int, list[dict]], args: argparse.Namespace) -> str:
+    """Across-seed summary: every seed's mean, the mean and std of those means, and where each row ranks."""
+    seeds = sorted(per_seed)
+    lines = [
+        f"# NCFM table across seeds: {args.dataset}, preset `{args.preset}`, protocol `{args.protocol}`, "
+        f"{args.runs} evaluation runs per set, seeds {', '.join(map(str, seeds))}",
+        "",
+        "A seed changes everything random in a row: NCFM's feature-extractor pool, real batches, initial draws, "
+        "augmentation and the evaluation models. Per-seed cells are the mean over that seed's evaluation runs; "
+        "'mean of seeds' is the mean +- std of those per-seed means; 'beats dm' counts the seeds where the row's "
+        "mean is above DM's.",
+        "",
+        "| IPC | row | " + " | ".join(f"seed {s}" for s in seeds) + " | mean of seeds | beats dm |",
+        "|---|---|" + "---|" * (len(seeds) + 2),
+    ]
+    import statistics
+
+    for ipc in args.ipc:
+        rows = [r["row"] for r in per_seed[seeds[0]] if r["ipc"] == ipc]
+        for row in rows:
+            means = {s: next(r["mean"] for r in per_seed[s] if r["ipc"] == ipc and r["row"] == row) for s in seeds}
+            dm = {s: next((r["mean"] for r in per_seed[s] if r["ipc"] == ipc and r["row"] == "dm"), None)
+                  for s in seeds}
+            vals = list(means.values())
+            spread = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            wins = "-" if row == "dm" or None in dm.values() else \
+                f"{sum(means[s] > dm[s] for s in seeds)}/{len(seeds)}"
+            lines.append(f"| {ipc} | {row} | " + " | ".join(f"{means[s]:.1f}" for s in seeds)
+                         + f" | {statistics.mean(vals):.2f} +- {spread:.2f} | {wins} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(results: list[dict], args: argparse.Namespace) -> str:
@@ -160,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="quick")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="run the whole table once per seed (run directories RUNS_DIR/seedN) and add an "
+                             "across-seed summary (..._seeds.md)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--pool-dir", default=None)
@@ -178,26 +219,43 @@ def main(argv: list[str] | None = None) -> int:
                                    "num_freqs": 64}, "dm": {"real_batch": 16}}
         args.runs_dir = str(Path(args.runs_dir) / "quick")
     rows = list(args.rows) + (["ncfm-init"] if args.with_init and "ncfm-init" not in args.rows else [])
-    results = []
-    for ipc in args.ipc:
-        for row in rows:
-            result = run_row(row, args, ipc)
-            results.append(result)
-            print(f"ipc {ipc:>3} {row:<14} {result['mean']:6.2f} +- {result['std']:.2f} %  ({result['runs']} runs, "
-                  f"{result['iterations']} it, distill {result['distill_seconds']:.0f} s)", flush=True)
-    text = markdown(results, args)
-    print(text)
     from datacomp.cost import save_json
     from datacomp.synset import atomic_write
 
     stem = f"ncfm_table_{args.dataset}_{args.preset}{args.tag}" + ("_quick" if args.quick else "")
     results_dir = Path(args.results_dir) if not args.quick else Path(args.runs_dir)
-    save_json({"dataset": args.dataset, "preset": args.preset, "protocol": args.protocol, "runs": args.runs,
-               "seed": args.seed, "results": results, "paper": PAPER.get(args.dataset),
-               "issue_reference": {str(k): v for k, v in ISSUE_REFERENCE.get(args.dataset, {}).items()}},
-              results_dir / f"{stem}.json")
-    atomic_write(results_dir / f"{stem}.md", text)
-    print(f"wrote {results_dir / stem}.json and .md")
+    seeds = args.seeds or [args.seed]
+    base_runs_dir = args.runs_dir
+    per_seed: dict[int, list[dict]] = {}
+    for seed in seeds:
+        args.seed = seed
+        if args.seeds:
+            args.runs_dir = str(Path(base_runs_dir) / f"seed{seed}")
+        results = []
+        for ipc in args.ipc:
+            for row in rows:
+                result = run_row(row, args, ipc)
+                results.append(result)
+                print(f"seed {seed} ipc {ipc:>3} {row:<14} {result['mean']:6.2f} +- {result['std']:.2f} %  "
+                      f"({result['runs']} runs, {result['iterations']} it, distill {result['distill_seconds']:.0f} s)",
+                      flush=True)
+        per_seed[seed] = results
+        text = markdown(results, args)
+        print(text)
+        seed_stem = stem + (f"_seed{seed}" if args.seeds else "")
+        save_json({"dataset": args.dataset, "preset": args.preset, "protocol": args.protocol, "runs": args.runs,
+                   "seed": seed, "results": results, "paper": PAPER.get(args.dataset),
+                   "issue_reference": {str(k): v for k, v in ISSUE_REFERENCE.get(args.dataset, {}).items()}},
+                  results_dir / f"{seed_stem}.json")
+        atomic_write(results_dir / f"{seed_stem}.md", text)
+        print(f"wrote {results_dir / seed_stem}.json and .md")
+    if args.seeds:
+        text = seeds_markdown(per_seed, args)
+        print(text)
+        save_json({"dataset": args.dataset, "preset": args.preset, "protocol": args.protocol, "runs": args.runs,
+                   "seeds": seeds, "results": [r for s in seeds for r in per_seed[s]]}, results_dir / f"{stem}_seeds.json")
+        atomic_write(results_dir / f"{stem}_seeds.md", text)
+        print(f"wrote {results_dir / stem}_seeds.json and .md")
     return 0
 
 
