@@ -12,6 +12,11 @@ loss, sampler and optimiser shows as a ratio:
 - ``network``: every network pass the iteration makes (real forward, synthetic forward + backward in the distiller's
   class groups, and for NCFM the calibration forward + backward).
 
+``s/it`` is the median of ``--iterations`` back-to-back iterations. The ratios come from a second, interleaved loop:
+each round times one iteration and then the bare passes, so a host whose speed drifts over a minute (shared 2-core
+VMs do, by 10-20 %) moves both sides of the ratio alike; the per-round ratios are in the JSON.
+``--cf-bf16`` runs NCFM's real-side characteristic-function matmul in bfloat16 (config ``cf_bf16``).
+
 Each method runs in its own child process; its peak resident memory is ``VmHWM`` reset after data loading and
 warm-up (``/proc/self/clear_refs``) and read right after the timed iterations: the iteration loop's peak with the
 training split, pool and models resident. Timings depend on
@@ -20,6 +25,8 @@ shapes only, so random pixels stand in for CIFAR-10 (``--data cifar10`` uses the
 Full run (the lead's command; ~10 minutes on 2 cores)::
 
     OMP_NUM_THREADS=2 python benchmarks/distill_speed.py --iterations 10 --json benchmarks/results/distill_speed.json
+    # the same with NCFM's real characteristic-function matmul in bfloat16 (CPUs with AVX-512-BF16 / AMX, GPUs)
+    OMP_NUM_THREADS=2 python benchmarks/distill_speed.py --iterations 10 --cf-bf16 --json ...
 
 Validation at tiny sizes: ``python benchmarks/distill_speed.py --quick``.
 """

@@ -308,7 +308,7 @@ def _run(ctx: Context, method: str, dataset: str | ImageDataset, ipc: int, prese
         if method == "ncfm" and distiller.pool is not None:
             ledger.merge(distiller.pool.cost())
     return _write_outputs(ctx, ds, method, preset, cfg, settings, out, images, labels, space, source_indices,
-                          ledger, log, details, eval_protocol, eval_runs, baseline, seed, model)
+                          ledger, log, details, eval_protocol, eval_runs, baseline, seed, model, progress)
 
 
 def _load_checkpoint(distiller, existing, ctx: Context, settings: dict, log: dict):
@@ -379,7 +379,7 @@ def _loop(distiller, cfg, ctx: Context, start: int, checkpoint_every: int, folde
 def _write_outputs(ctx: Context, ds: ImageDataset, method: str, preset: str, cfg: Any, settings: dict, out: Path,
                    images: torch.Tensor, labels: torch.Tensor, space: str, source_indices, ledger: CostLedger,
                    log: dict, details: dict, eval_protocol: str, eval_runs: int, baseline: bool, seed: int,
-                   model: str) -> dict[str, Any]:
+                   model: str, progress: bool = True) -> dict[str, Any]:
     from datacomp.evaluate import evaluate_synset, random_subset
 
     ipc = settings["ipc"]
@@ -403,11 +403,11 @@ def _write_outputs(ctx: Context, ds: ImageDataset, method: str, preset: str, cfg
     save_json(record, out / "run.json")
     if eval_runs:
         result = evaluate_synset(synset, ds, model=model, protocol=eval_protocol, runs=eval_runs, seed=seed,
-                                 device=ctx.device, progress=True)
+                                 device=ctx.device, progress=progress)
         record["eval"] = result.to_dict()
         if baseline and method != "random":
             reference = evaluate_synset(random_subset(ds, ipc, seed=seed), ds, model=model, protocol=eval_protocol,
-                                        runs=eval_runs, seed=seed, device=ctx.device, progress=True)
+                                        runs=eval_runs, seed=seed, device=ctx.device, progress=progress)
             record["baseline"] = reference.to_dict()
         save_json(record, out / "run.json")
     return record
