@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="results stem (default benchmarks/results/compress_<dataset>_<model>)")
     p.add_argument("--quick", action="store_true", help="tiny settings to check the script end to end")
     args = p.parse_args(argv)
+    from datacomp.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI does: freed tensor memory is reused, not page-faulted back in
     if args.quick:
         args.teacher_epochs, args.small_epochs, args.full_epochs = 3, 3, 1
         args.ipc = min(args.ipc, 2)

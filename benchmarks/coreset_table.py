@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="validation: digits, IPC 1/5, MLP, 1 run, smoke protocol, "
                    "2 proxy epochs, small SAE (flags given explicitly still win)")
     args = p.parse_args(argv)
+    from datacomp.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI does: freed tensor memory is reused, not page-faulted back in
     defaults = QUICK if args.quick else FULL
     for name, value in defaults.items():
         if getattr(args, name) is None:

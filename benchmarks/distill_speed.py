@@ -108,6 +108,9 @@ def _timed(fn, repeats: int) -> list[float]:
 
 def _child(args: argparse.Namespace) -> dict:
     """Measure one method in this process; returns a JSON-ready dict."""
+    from datacomp.runtime import keep_freed_memory
+
+    malloc_kept = keep_freed_memory() if args.malloc == "keep" else False
     from datacomp.distillers.base import autocast_bf16, features_no_grad
     from datacomp.distillers.presets import get_config
     from datacomp.models import create_model
@@ -183,7 +186,7 @@ def _child(args: argparse.Namespace) -> dict:
         "method": args.child,
         "settings": {"ipc": args.ipc, "real_batch_per_class": min(args.real_batch, distiller.real_count),
                      "decoded_per_class": decoded, "image_size": args.size, "model": model, "bf16": args.bf16,
-                     "data": args.data, "cf_bf16": args.cf_bf16 if args.child == "ncfm" else None,
+                     "data": args.data, "malloc": "keep" if malloc_kept else "default", "cf_bf16": args.cf_bf16 if args.child == "ncfm" else None,
                      **({"num_freqs": args.num_freqs, "factor": distiller.config.factor, "calibration": True,
                          "sampler": "gaussian",
                          "step_mode": args.step_mode} if args.child == "ncfm" else {"augment": "dsa"})},
@@ -226,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                              "faster on CPUs with native bf16 (AVX-512-BF16/AMX)")
     parser.add_argument("--cf-bf16", action="store_true", help="NCFM: real-side characteristic-function matmul in "
                         "bfloat16 (config cf_bf16)")
+    parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                        help="keep: glibc keeps freed memory for reuse, as the datacomp CLI sets it "
+                             "(datacomp.runtime); default: glibc's own behaviour")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to validate the script")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -240,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, __file__, "--child", method, "--iterations", str(args.iterations), "--ipc",
                str(args.ipc), "--real-batch", str(args.real_batch), "--num-freqs", str(args.num_freqs), "--size",
                str(args.size), "--step-mode", args.step_mode, "--data", args.data, "--bf16", args.bf16]
-        cmd += ["--cf-bf16"] if args.cf_bf16 else []
+        cmd += (["--cf-bf16"] if args.cf_bf16 else []) + ["--malloc", args.malloc]
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         if done.returncode:
             print(done.stderr, file=sys.stderr)

@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="", help="suffix of the run directories and result files")
     parser.add_argument("--quick", action="store_true", help="tiny settings on digits, to validate the script")
     args = parser.parse_args(argv)
+    from datacomp.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI does: freed tensor memory is reused, not page-faulted back in
     args.overrides = {"ncfm": dict(item.split("=", 1) for item in args.set_items)} if args.set_items else {}
     if args.quick:
         args.dataset, args.ipc, args.runs, args.protocol, args.iterations = "digits", [1], 1, "smoke", 2

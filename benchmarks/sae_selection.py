@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="small pool, two budgets, short SAE training")
     args = p.parse_args(argv)
+    from datacomp.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI does: freed tensor memory is reused, not page-faulted back in
     defaults = {"dim": 64, "budgets": [50, 100], "heldout": 300, "pool_limit": 1200, "random_seeds": 2,
                 "sae_epochs": 5} if args.quick else {"dim": 256, "budgets": [100, 250, 500, 1000], "heldout": 1000,
                                                      "pool_limit": None, "random_seeds": 5, "sae_epochs": 50}

@@ -246,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    from datacomp.runtime import keep_freed_memory
+
+    keep_freed_memory()  # faster CPU loops, same results (see datacomp.runtime)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:

@@ -1,0 +1,56 @@
+"""Process-level settings that make CPU training loops faster without changing any result.
+
+glibc's malloc returns freed memory to the kernel eagerly: every tensor above its (adaptive) mmap threshold is
+``munmap``-ed when freed, and the top of the heap is trimmed once more than 128 KB is free. A training loop that
+allocates and frees the same activation buffers every step then page-faults the memory back in, zero-filled by the
+kernel, on every step. Measured on NCFM's CIFAR-10 iteration (2 cores): 3.3 million minor page faults and 8 s of
+system time in 28 s of wall time; with :func:`keep_freed_memory` 0.2 million and 0.6 s, and the iteration 3.6 s ->
+2.9 s. The cost: the process keeps its peak heap mapped (its resident size stays at the peak instead of shrinking
+between phases; the peak itself is unchanged).
+
+``datacomp``'s command line calls :func:`keep_freed_memory` on start; library users may call it themselves. Set
+``DATACOMP_MALLOC=default`` to keep glibc's behaviour.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+__all__ = ["keep_freed_memory"]
+
+_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's <malloc.h>
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's upper limit on 64-bit: blocks below this come from the heap
+_TRIM_THRESHOLD = 2**31 - 1  # never trim the heap top (the largest value mallopt's int accepts)
+_applied = False
+
+
+def keep_freed_memory() -> bool:
+    """Keep freed heap memory mapped for reuse (glibc on Linux); a no-op elsewhere.
+
+    Sets ``M_MMAP_THRESHOLD`` to 32 MB (glibc's maximum, so activation buffers come from the reusable heap instead
+    of fresh ``mmap`` calls) and ``M_TRIM_THRESHOLD`` to 2 GB (freed memory stays mapped). Both are needed: fixing
+    either one alone disables glibc's adaptive threshold, which measured 2x *slower*. Idempotent.
+
+    Returns:
+        True when the settings are in effect, False when skipped (not glibc/Linux, or ``DATACOMP_MALLOC=default``).
+    """
+    global _applied
+    if _applied:
+        return True
+    if os.environ.get("DATACOMP_MALLOC", "").lower() == "default" or platform.system() != "Linux":
+        return False
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    _applied = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD,
+                                                                                       _TRIM_THRESHOLD))
+    return _applied
