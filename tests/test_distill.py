@@ -97,6 +97,8 @@ def test_get_config_parses_cli_strings() -> None:
         ("ncfm", "paper", {"sampler": "uniform"}, "sampler must be"),
         ("ncfm", "paper", {"iterations": "2.5"}, "iterations must be a int"),
         ("ncfm", "paper", {"calibration": "maybe"}, "calibration must be a boolean"),
+        ("ncfm", "paper", {"views": 0}, "views must be >= 1"),
+        ("ncfm", "paper", {"views": 2, "augment": "none"}, "needs augmentation"),
         ("dm", "paper", {"momentum": 1.0}, "momentum must be in"),
     ],
 )
@@ -182,6 +184,37 @@ def test_ncfm_step_updates_images_and_psi(tiny, cf_bf16: bool, monkeypatch) -> N
     assert not torch.equal(distiller.images.detach(), images)
     assert all(not torch.equal(a, b.detach()) for a, b in zip(psi, distiller.sampler.parameters()))
     assert distiller.images.shape == (NUM_CLASSES * 2, 1, 8, 8)
+
+
+@pytest.mark.parametrize("views", [1, 3])
+def test_ncfm_views_share_each_draw_between_a_real_chunk_and_the_synthetic_images(tiny, views: int) -> None:
+    distiller = _distiller(tiny, sampler="gaussian", views=views)
+    calls: list[tuple[int, int]] = []
+    augment = distiller.augment
+
+    def spy(x, seed):
+        calls.append((len(x), seed))
+        return augment(x, seed=seed)
+
+    distiller.augment = spy
+    sizes: list[int] = []
+    forward_features = distiller.match_net.forward_features
+    distiller.match_net.forward_features = lambda x: sizes.append(len(x)) or forward_features(x)
+    distiller.config = distiller.config.__class__(**{**distiller.config.__dict__, "calibration": False})
+    losses = distiller.step(0)
+    assert losses.shape == (NUM_CLASSES,) and torch.isfinite(losses).all()
+    decoded = 2 * 4  # ipc 2, factor 2
+    real_calls, syn_calls = calls[: NUM_CLASSES * views], calls[NUM_CLASSES * views :]
+    # Real: each class's batch of 12 in `views` chunks, one seed each; synthetic: every decoded image per seed.
+    assert [n for n, _ in real_calls] == [len(c) for c in torch.arange(12).tensor_split(views)] * NUM_CLASSES
+    assert syn_calls == [(decoded, s) for _, s in real_calls]
+    assert len({s for _, s in real_calls}) == NUM_CLASSES * views
+    assert sum(sizes) == NUM_CLASSES * (12 + views * decoded)  # real images once, synthetic once per view
+
+
+def test_ncfm_rejects_more_views_than_real_images(tiny) -> None:
+    with pytest.raises(ValueError, match="views=13 exceeds the real images per class per iteration"):
+        _distiller(tiny, views=13)
 
 
 def test_ncfm_init_is_real_mosaic(tiny) -> None:

@@ -93,6 +93,9 @@ class NCFMDistiller(Distiller):
             net.train()
         self.feature_dim = int(self.match_net.feature_dim)
         self.real_n = min(config.real_batch, self.real_count)
+        if config.views > self.real_n:
+            raise ValueError(f"views={config.views} exceeds the real images per class per iteration ({self.real_n}): "
+                             "each view needs at least one real image; lower views")
         with torch.random.fork_rng(devices=[]):  # psi's initial weights: from the run seed, identical on every rank
             torch.manual_seed(draw_seed(self.generator))
             self.sampler: FrequencySampler = create_sampler(
@@ -153,9 +156,9 @@ class NCFMDistiller(Distiller):
             self.images.grad = grad
             self.optimizer.step()
 
-    def _class_groups(self) -> list[range]:
-        """Local class indices in groups of at most ``SYN_CHUNK`` decoded images (at least one class each)."""
-        per_group = max(1, SYN_CHUNK // (self.ipc * self.config.factor**2))
+    def _class_groups(self, views: int = 1) -> list[range]:
+        """Local class indices in groups of at most ``SYN_CHUNK`` decoded (x ``views``) images, >= 1 class each."""
+        per_group = max(1, SYN_CHUNK // (self.ipc * self.config.factor**2 * views))
         return [range(i, min(i + per_group, len(self.classes))) for i in range(0, len(self.classes), per_group)]
 
     def _decoded(self, group: range) -> Tensor:
@@ -173,14 +176,17 @@ class NCFMDistiller(Distiller):
         lam = float(torch.rand(1, generator=self.generator))
         self.pool.blend_into(self.match_net, member, lam)
         freqs = self.sampler.sample(self.generator, device=self.device)
-        seeds = [draw_seed(g) for g in self.class_generators]
+        # One augmentation seed per class and view (views=1 draws exactly what it always drew).
+        seeds = [[draw_seed(g) for _ in range(cfg.views)] for g in self.class_generators]
         decoded_per_class = self.ipc * cfg.factor**2
 
-        # Real features: all classes at once, no autograd (each class augmented with its own seed).
+        # Real features: all classes at once, no autograd (each class and view augmented with its own seed; with
+        # several views each takes an equal chunk of the class's real batch).
         real_batches = self._real_batches()
         with torch.no_grad():
-            real_aug = [self.augment(r, seed=seeds[i]) if self.augment is not None else r
-                        for i, r in enumerate(real_batches)]
+            real_aug = [torch.cat([self.augment(chunk, seed=s)
+                                   for chunk, s in zip(r.tensor_split(cfg.views), seeds[i])])
+                        if self.augment is not None else r for i, r in enumerate(real_batches)]
         real_features = self.class_blocks(
             features_no_grad(self.match_net, torch.cat(real_aug), bf16=cfg.real_bf16), self.real_n)
 
@@ -192,14 +198,14 @@ class NCFMDistiller(Distiller):
         real_freqs = freqs_leaf.to(torch.bfloat16) if cfg.cf_bf16 else None
         self.images.grad = None
         losses = []
-        for group in self._class_groups():
+        for group in self._class_groups(cfg.views):
             syn = self._decoded(group)
             blocks = syn.reshape(len(group), decoded_per_class, *syn.shape[1:])
-            syn_aug = torch.cat([self.augment(blocks[k], seed=seeds[i]) if self.augment is not None else blocks[k]
-                                 for k, i in enumerate(group)])
+            syn_aug = torch.cat([self.augment(blocks[k], seed=s) if self.augment is not None else blocks[k]
+                                 for k, i in enumerate(group) for s in seeds[i]])
             with autocast_bf16(syn_aug, cfg.syn_bf16):
                 syn_features = self.match_net.forward_features(syn_aug)
-            syn_features = syn_features.float().reshape(len(group), decoded_per_class, -1)
+            syn_features = syn_features.float().reshape(len(group), cfg.views * decoded_per_class, -1)
             group_losses = ncfm_loss(real_features[group.start : group.stop], syn_features, freqs_leaf,
                                      alpha=cfg.alpha, scale=cfg.loss_scale, normalize=cfg.normalize_features,
                                      real_freqs=real_freqs)

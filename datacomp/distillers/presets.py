@@ -62,6 +62,11 @@ class NCFMConfig:
         init: ``mosaic`` (2x2 mosaics of real images, ``factor**2`` per stored image), ``real`` or ``noise``.
         init_sampling: ``first`` (first images of the class, released code) or ``random``.
         augment: Siamese DiffAug strategy shared by the real and synthetic batch of a class (``none`` to disable).
+        views: Augmentation draws per class per iteration. The real batch is split into ``views`` chunks, each
+            with its own draw, and the synthetic images of the class go through every draw, so both
+            characteristic functions are those of the *augmented* distributions. With one image per class and one
+            draw the synthetic CF has modulus 1 and NCFD's amplitude term cannot act; ``views > 1`` lets it. The
+            real forward costs the same; the synthetic side costs ``views`` times more.
         calibration: Add the calibration step: cross-entropy of the trained pool net on the augmented synthetic
             images, one more image step per iteration.
         calibration_weight: Weight of that cross-entropy.
@@ -100,6 +105,7 @@ class NCFMConfig:
     init: str = "mosaic"
     init_sampling: str = "first"
     augment: str = "color_crop_cutout"
+    views: int = 1
     calibration: bool = True
     calibration_weight: float = 1.0
     pool_size: int = 20
@@ -133,6 +139,9 @@ class NCFMConfig:
         _check(self.init_sampling in ("random", "first"),
                f"init_sampling must be 'random' or 'first', got {self.init_sampling!r}")
         _check(self.factor >= 0, f"factor must be >= 1 (or 0 = auto), got {self.factor}")
+        _check(self.views >= 1, f"views must be >= 1, got {self.views}")
+        _check(self.views == 1 or self.augment != "none",
+               f"views={self.views} needs augmentation (identical views add nothing): set augment or views=1")
         _check(self.calibration_weight >= 0, f"calibration_weight must be >= 0, got {self.calibration_weight}")
         _check(self.pool_size >= 1 and self.pool_epochs >= 1, "pool_size and pool_epochs must be >= 1")
         _check(self.pool_min_steps >= 0 and self.pool_batch >= 1 and self.pool_lr > 0,
