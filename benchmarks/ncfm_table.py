@@ -209,13 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--set", dest="set_items", action="append", default=[], metavar="KEY=VALUE",
                         help="override an NCFM config field in the NCFM rows, e.g. --set lr_img=0.001 (repeatable)")
+    parser.add_argument("--set-dm", dest="set_dm_items", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a DM config field in the DM rows, e.g. --set-dm lr_img=0.5 (repeatable)")
     parser.add_argument("--tag", default="", help="suffix of the run directories and result files")
     parser.add_argument("--quick", action="store_true", help="tiny settings on digits, to validate the script")
     args = parser.parse_args(argv)
     from datacomp.runtime import keep_freed_memory
 
     keep_freed_memory()  # as the CLI does: freed tensor memory is reused, not page-faulted back in
-    args.overrides = {"ncfm": dict(item.split("=", 1) for item in args.set_items)} if args.set_items else {}
+    args.overrides = {method: dict(item.split("=", 1) for item in items)
+                      for method, items in (("ncfm", args.set_items), ("dm", args.set_dm_items)) if items}
     if args.quick:
         args.dataset, args.ipc, args.runs, args.protocol, args.iterations = "digits", [1], 1, "smoke", 2
         args.overrides = {"ncfm": {"pool_size": 1, "pool_epochs": 1, "pool_min_steps": 0, "real_batch": 16,
