@@ -15,7 +15,8 @@ loss, sampler and optimiser shows as a ratio:
 ``s/it`` is the median of ``--iterations`` back-to-back iterations. The ratios come from a second, interleaved loop:
 each round times one iteration and then the bare passes, so a host whose speed drifts over a minute (shared 2-core
 VMs do, by 10-20 %) moves both sides of the ratio alike; the per-round ratios are in the JSON.
-``--cf-bf16`` runs NCFM's real-side characteristic-function matmul in bfloat16 (config ``cf_bf16``).
+``--cf-bf16 auto|on|off`` sets NCFM's ``cf_bf16`` (the real-side characteristic-function matmul in bfloat16; default
+``auto``, as the library: on where the CPU has native bfloat16; ``--cf-bf16`` alone = on).
 
 Each method runs in its own child process; its peak resident memory is ``VmHWM`` reset after data loading and
 warm-up (``/proc/self/clear_refs``) and read right after the timed iterations: the iteration loop's peak with the
@@ -24,9 +25,10 @@ shapes only, so random pixels stand in for CIFAR-10 (``--data cifar10`` uses the
 
 Full run (the lead's command; ~10 minutes on 2 cores)::
 
+    # library defaults (cf_bf16 auto: on with AVX-512-BF16 / AMX)
     OMP_NUM_THREADS=2 python benchmarks/distill_speed.py --iterations 10 --json benchmarks/results/distill_speed.json
-    # the same with NCFM's real characteristic-function matmul in bfloat16 (CPUs with AVX-512-BF16 / AMX, GPUs)
-    OMP_NUM_THREADS=2 python benchmarks/distill_speed.py --iterations 10 --cf-bf16 --json ...
+    # NCFM's real characteristic-function matmul forced to float32
+    OMP_NUM_THREADS=2 python benchmarks/distill_speed.py --iterations 10 --cf-bf16 off --json ...
 
 Validation at tiny sizes: ``python benchmarks/distill_speed.py --quick``.
 """
@@ -186,7 +188,7 @@ def _child(args: argparse.Namespace) -> dict:
         "method": args.child,
         "settings": {"ipc": args.ipc, "real_batch_per_class": min(args.real_batch, distiller.real_count),
                      "decoded_per_class": decoded, "image_size": args.size, "model": model, "bf16": args.bf16,
-                     "data": args.data, "malloc": "keep" if malloc_kept else "default", "cf_bf16": args.cf_bf16 if args.child == "ncfm" else None,
+                     "data": args.data, "malloc": "keep" if malloc_kept else "default", "cf_bf16": distiller.config.cf_bf16 if args.child == "ncfm" else None,
                      **({"num_freqs": args.num_freqs, "factor": distiller.config.factor, "calibration": True,
                          "sampler": "gaussian",
                          "step_mode": args.step_mode} if args.child == "ncfm" else {"augment": "dsa"})},
@@ -227,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bf16", choices=["off", "real", "all"], default="off",
                         help="bfloat16 autocast for the real features (real) or every network pass (all); only "
                              "faster on CPUs with native bf16 (AVX-512-BF16/AMX)")
-    parser.add_argument("--cf-bf16", action="store_true", help="NCFM: real-side characteristic-function matmul in "
-                        "bfloat16 (config cf_bf16)")
+    parser.add_argument("--cf-bf16", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
+                        help="NCFM config cf_bf16: real-side characteristic-function matmul in bfloat16 (default auto, "
+                             "as the library; the flag alone = on)")
     parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
                         help="keep: glibc keeps freed memory for reuse, as the datacomp CLI sets it "
                              "(datacomp.runtime); default: glibc's own behaviour")
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, __file__, "--child", method, "--iterations", str(args.iterations), "--ipc",
                str(args.ipc), "--real-batch", str(args.real_batch), "--num-freqs", str(args.num_freqs), "--size",
                str(args.size), "--step-mode", args.step_mode, "--data", args.data, "--bf16", args.bf16]
-        cmd += (["--cf-bf16"] if args.cf_bf16 else []) + ["--malloc", args.malloc]
+        cmd += ["--cf-bf16", args.cf_bf16, "--malloc", args.malloc]
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         if done.returncode:
             print(done.stderr, file=sys.stderr)

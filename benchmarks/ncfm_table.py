@@ -78,7 +78,11 @@ def _cached(out: Path, runs: int, protocol: str, expected: dict, seed: int) -> d
     if record["config"].get("seed", seed) != seed:
         print(f"  {out.name}: made with seed {record['config'].get('seed')}, not {seed}; recomputing", flush=True)
         return None
-    stored = record["config"]["config"]
+    from datacomp.distillers.presets import switch_value
+
+    stored = dict(record["config"]["config"])
+    if "cf_bf16" in stored:  # older runs stored a bool
+        stored["cf_bf16"] = switch_value(stored["cf_bf16"], "cf_bf16")
     # factor is resolved per image size at run time (0 = auto): compare everything else. A run without iterations
     # (the initialisation row) depends only on how it was initialised.
     keys = {"iterations", "init", "init_sampling"} if expected.get("iterations") == 0 else set(expected) - {"factor"}
@@ -101,9 +105,14 @@ def run_row(row: str, args: argparse.Namespace, ipc: int) -> dict:
         overrides["iterations"] = args.iterations
     overrides.update(args.overrides.get(method, {}))
     out = Path(args.runs_dir) / f"{args.dataset}-{args.preset}{args.tag}-ipc{ipc}-{row}"
-    from datacomp.distillers.presets import config_dict, get_config
+    from datacomp.distillers.presets import config_dict, get_config, resolve_switch
 
-    expected = config_dict(get_config(method, args.preset, dataset=args.dataset, **overrides))
+    expected = config_dict(get_config(method, args.preset, dataset=args.dataset, ipc=ipc, **overrides))
+    if method == "ncfm":  # what the run records: "auto" resolved on this device
+        import torch
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        expected["cf_bf16"] = resolve_switch(expected["cf_bf16"], device)
     record = _cached(out, args.runs, args.protocol, expected, args.seed)
     if record is None:
         has_checkpoint = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())

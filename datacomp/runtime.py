@@ -19,7 +19,7 @@ import ctypes.util
 import os
 import platform
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "native_bf16"]
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's <malloc.h>
 _M_MMAP_THRESHOLD = -3
@@ -54,3 +54,34 @@ def keep_freed_memory() -> bool:
     _applied = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD,
                                                                                        _TRIM_THRESHOLD))
     return _applied
+
+
+def native_bf16(device: "str | object" = "cpu") -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively (faster than float32).
+
+    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: the ``avx512_bf16`` or ``amx_bf16`` flag in ``/proc/cpuinfo``
+    (Linux; elsewhere False: without these instructions oneDNN emulates bfloat16, slower than float32).
+    """
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
+    return _cpu_has_bf16()
+
+
+_cpu_bf16: bool | None = None
+
+
+def _cpu_has_bf16() -> bool:
+    global _cpu_bf16
+    if _cpu_bf16 is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+                flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+        except OSError:
+            flags = []
+        _cpu_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    return _cpu_bf16

@@ -15,7 +15,7 @@ from datacomp.distillers import ncfm as ncfm_module
 from datacomp.distillers.multiformation import decode, encode_mosaic, resolve_factor
 from datacomp.distillers.ncfm import NCFMDistiller, ncfm_loss
 from datacomp.distillers.pool import PoolSpec, build_pool
-from datacomp.distillers.presets import PRESETS, get_config, preset_differences
+from datacomp.distillers.presets import PRESETS, get_config, preset_differences, resolve_switch
 from datacomp.distillers.runner import DistillationDiverged, run_distillation
 from datacomp.models import create_model
 from datacomp.synset import SyntheticSet
@@ -77,6 +77,10 @@ def test_cpu_quick_image_step_is_adjusted_per_dataset_and_overridable() -> None:
     assert get_config("ncfm", "cpu-quick").lr_img == 1e-3
     assert get_config("ncfm", "cpu-quick", dataset="cifar10").lr_img == 1e-3
     assert get_config("ncfm", "cpu-quick", dataset="digits").lr_img == 1e-2
+    assert get_config("ncfm", "cpu-quick", dataset="digits", ipc=10).lr_img == 1e-2
+    assert get_config("ncfm", "cpu-quick", dataset="digits", ipc=1).lr_img == 5e-3  # per (dataset, IPC)
+    assert get_config("ncfm", "cpu-quick", dataset="digits", ipc=1, lr_img=0.02).lr_img == 0.02
+    assert get_config("ncfm", "cpu-quick", dataset="cifar10", ipc=1).lr_img == 1e-3
     assert get_config("ncfm", "cpu-quick", dataset="digits", lr_img="0.005").lr_img == 0.005
     assert get_config("ncfm", "paper", dataset="digits").lr_img == 1e-3
 
@@ -98,6 +102,7 @@ def test_get_config_parses_cli_strings() -> None:
         ("ncfm", "paper", {"iterations": "2.5"}, "iterations must be a int"),
         ("ncfm", "paper", {"calibration": "maybe"}, "calibration must be a boolean"),
         ("ncfm", "paper", {"views": 0}, "views must be >= 1"),
+        ("ncfm", "paper", {"cf_bf16": "maybe"}, "cf_bf16 must be auto, on or off"),
         ("ncfm", "paper", {"views": 2, "augment": "none"}, "needs augmentation"),
         ("dm", "paper", {"momentum": 1.0}, "momentum must be in"),
     ],
@@ -311,6 +316,23 @@ def test_run_writes_complete_run_directory(tiny, tmp_path: Path, method: str) ->
     if method == "ncfm":
         assert "pool-training" in phases
         assert synset.training_tensors()[0].shape == (4 * NUM_CLASSES, 1, 8, 8)
+        # cf_bf16 is recorded as what ran on this machine ("auto" resolved)
+        assert run["config"]["config"]["cf_bf16"] == resolve_switch(PRESETS["ncfm"]["cpu-quick"].cf_bf16, "cpu")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), (True, "on"), ("false", "off"), ("ON", "on"),
+                                                 (0, "off")])
+def test_cf_bf16_accepts_auto_on_off_and_booleans(value, expected: str) -> None:
+    assert get_config("ncfm", "cpu-quick", cf_bf16=value).cf_bf16 == expected
+
+
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_cf_bf16_auto_follows_native_bf16(monkeypatch, cpu_bf16: bool) -> None:
+    import datacomp.runtime
+
+    monkeypatch.setattr(datacomp.runtime, "_cpu_bf16", cpu_bf16)
+    assert resolve_switch("auto", "cpu") == ("on" if cpu_bf16 else "off")
+    assert resolve_switch("off", "cpu") == "off" and resolve_switch("on", "cpu") == "on"
 
 
 def test_run_evaluates_with_baseline(tiny, tmp_path: Path) -> None:

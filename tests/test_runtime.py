@@ -23,3 +23,10 @@ def test_keep_freed_memory_applies_once_on_glibc() -> None:
 
 def test_opt_out_keeps_glibc_default() -> None:
     assert _run({"DATACOMP_MALLOC": "default"}) == "False False"
+
+
+def test_native_bf16_is_false_off_cpu_and_cuda() -> None:
+    from datacomp.runtime import native_bf16
+
+    assert native_bf16("meta") is False
+    assert isinstance(native_bf16("cpu"), bool)

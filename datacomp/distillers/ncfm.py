@@ -32,7 +32,7 @@ from datacomp.distillers.base import AllReduce, Distiller, autocast_bf16, draw_s
 from datacomp.distillers.multiformation import decode, encode_mosaic, resolve_factor
 from datacomp.distillers.ncfd import ncfd
 from datacomp.distillers.pool import FeaturePool
-from datacomp.distillers.presets import NCFMConfig
+from datacomp.distillers.presets import NCFMConfig, resolve_switch
 from datacomp.distillers.samplers import FrequencySampler, create_sampler
 from datacomp.models import create_model
 
@@ -82,7 +82,8 @@ class NCFMDistiller(Distiller):
     def __init__(self, config: NCFMConfig, dataset: ImageDataset, classes: list[int], ipc: int, model: str,
                  device: torch.device, seed: int, pool: FeaturePool | None,
                  all_reduce: AllReduce | None = None) -> None:
-        config = dataclasses.replace(config, factor=resolve_factor(config.factor, dataset.image_size))
+        config = dataclasses.replace(config, factor=resolve_factor(config.factor, dataset.image_size),
+                                     cf_bf16=resolve_switch(config.cf_bf16, device))
         super().__init__(config, dataset, classes, ipc, model, device, seed, all_reduce)
         self.pool = pool
         make = lambda: create_model(model, dataset.in_channels, dataset.num_classes, dataset.image_size).to(self.device)
@@ -195,7 +196,7 @@ class NCFMDistiller(Distiller):
         # yields the images' gradient (descent) and, through a detached copy of the frequencies, psi's (ascent).
         freqs_leaf = freqs.detach().requires_grad_(self.sampler.learnable)
         # cf_bf16: the real side's projection (the largest matmul, no pixel gradient) in bfloat16, cast once here.
-        real_freqs = freqs_leaf.to(torch.bfloat16) if cfg.cf_bf16 else None
+        real_freqs = freqs_leaf.to(torch.bfloat16) if cfg.cf_bf16 == "on" else None
         self.images.grad = None
         losses = []
         for group in self._class_groups(cfg.views):

@@ -32,7 +32,7 @@ from datacomp.cost import CostLedger, save_json
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.distillers.distributed import Context, setup, split_classes
 from datacomp.distillers.multiformation import check_factor, resolve_factor
-from datacomp.distillers.presets import config_dict, get_config
+from datacomp.distillers.presets import config_dict, get_config, resolve_switch
 from datacomp.models import create_model
 from datacomp.synset import SyntheticSet, atomic_write, base_metadata
 
@@ -59,7 +59,7 @@ def validate_request(method: str, preset: str, dataset: ImageDataset, ipc: int, 
     Raises:
         ValueError: with a message naming the argument and the fix.
     """
-    cfg = get_config(method, preset, dataset=dataset.name, **overrides)
+    cfg = get_config(method, preset, dataset=dataset.name, ipc=ipc if isinstance(ipc, int) else None, **overrides)
     if method == "ncfm":
         cfg = dataclasses.replace(cfg, factor=resolve_factor(cfg.factor, dataset.image_size))
     if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
@@ -245,6 +245,8 @@ def _run(ctx: Context, method: str, dataset: str | ImageDataset, ipc: int, prese
     ds = load_dataset(dataset, root=data_root) if isinstance(dataset, str) else dataset
     model = model or default_model(ds)
     cfg = validate_request(method, preset, ds, ipc, model, overrides, checkpoint_every, eval_runs, ctx.world_size)
+    if method == "ncfm":  # record what runs: cf_bf16 "auto" resolved on this device
+        cfg = dataclasses.replace(cfg, cf_bf16=resolve_switch(cfg.cf_bf16, ctx.device))
     if eval_runs:
         get_protocol(eval_protocol)  # unknown protocol names fail now, not after the distillation
     if resume and overwrite:

@@ -1,0 +1,92 @@
+"""One table from several ``ncfm_table.py --seeds`` summaries: a hyper-parameter study with its settings read back.
+
+Each input is a ``..._seeds.json`` written by ``benchmarks/ncfm_table.py --seeds``. Every row of the output names the
+settings its runs actually used: the fields of the run's recorded config that differ from the preset's default for
+that dataset and IPC (read from each run's ``run.json``, not from the file name), so a row cannot be mislabelled.
+
+Command (the digits IPC 1 study in ``benchmarks/results/digits_ipc1_study.md``)::
+
+    python benchmarks/seed_study.py --title "..." --out benchmarks/results/digits_ipc1_study \\
+        --group "tuning seeds 0-4" runs/results_s1/*_seeds.json ... --group "fresh seeds 5-9" ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# Fields that change per run without changing the method (resolved at run time, or bookkeeping).
+IGNORED = {"factor", "cf_bf16"}
+
+
+def settings_of(result: dict, preset: str, dataset: str) -> str:
+    """The recorded config's differences from the preset default (``lr_img=0.005, views=4``), or ``default``."""
+    from datacomp.distillers.presets import config_dict, get_config
+
+    record = json.loads((Path(result["run_dir"]) / "run.json").read_text())
+    stored = record["config"]["config"]
+    method = stored.get("method", result["method"])
+    default = config_dict(get_config(method, preset, dataset=dataset, ipc=result["ipc"]))
+    diffs = [f"{k}={stored[k]}" for k in sorted(stored) if k in default and k not in IGNORED and stored[k] != default[k]]
+    return ", ".join(diffs) or "default"
+
+
+def rows_of(path: Path, ipcs: list[int] | None = None) -> list[dict]:
+    summary = json.loads(path.read_text())
+    by_key: dict[tuple[str, int, str], dict[int, dict]] = {}
+    for result in summary["results"]:
+        if ipcs and result["ipc"] not in ipcs:
+            continue
+        label = settings_of(result, summary["preset"], summary["dataset"])
+        by_key.setdefault((result["row"], result["ipc"], label), {})[result["seed"]] = result
+    rows = []
+    for (row, ipc, label), per_seed in by_key.items():
+        means = [per_seed[s]["mean"] for s in sorted(per_seed)]
+        rows.append({"row": row, "ipc": ipc, "settings": label, "seeds": sorted(per_seed), "per_seed": means,
+                     "mean": statistics.fmean(means), "std": statistics.stdev(means) if len(means) > 1 else 0.0,
+                     "protocol": summary["protocol"], "runs": summary["runs"], "source": str(path)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--title", required=True)
+    parser.add_argument("--out", required=True, help="output stem: writes STEM.md and STEM.json")
+    parser.add_argument("--ipc", type=int, nargs="+", default=None, help="keep only these IPCs")
+    parser.add_argument("--group", nargs="+", action="append", required=True, metavar=("NAME", "SEEDS_JSON"),
+                        help="a group name followed by its ..._seeds.json files (repeatable)")
+    args = parser.parse_args(argv)
+    groups = []
+    for name, *paths in args.group:
+        if not paths:
+            parser.error(f"--group {name!r} lists no ..._seeds.json file")
+        groups.append({"name": name, "rows": [r for p in paths for r in rows_of(Path(p), args.ipc)]})
+    lines = [f"# {args.title}", "",
+             "Per-seed cells: mean test accuracy (%) over that seed's evaluation runs; 'mean +- std' over seeds. "
+             "'settings': the recorded config's differences from the preset default for that dataset and IPC.", ""]
+    for group in groups:
+        lines += [f"## {group['name']}", "", "| IPC | row | settings | per seed | mean +- std of seeds |",
+                  "|---|---|---|---|---|"]
+        for r in sorted(group["rows"], key=lambda r: (r["ipc"], r["row"], -r["mean"])):
+            per_seed = " / ".join(f"{m:.1f}" for m in r["per_seed"])
+            lines.append(f"| {r['ipc']} | {r['row']} | {r['settings']} | {per_seed} | {r['mean']:.2f} +- {r['std']:.2f} |")
+        lines.append("")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from datacomp.synset import atomic_write
+
+    atomic_write(out.with_suffix(".md"), "\n".join(lines).encode())
+    atomic_write(out.with_suffix(".json"), json.dumps({"title": args.title, "groups": groups}, indent=1).encode())
+    print("\n".join(lines))
+    print(f"wrote {out.with_suffix('.md')} and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
