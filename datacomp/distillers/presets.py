@@ -69,7 +69,8 @@ class NCFMConfig:
             with its own draw, and the synthetic images of the class go through every draw, so both
             characteristic functions are those of the *augmented* distributions. With one image per class and one
             draw the synthetic CF has modulus 1 and NCFD's amplitude term cannot act; ``views > 1`` lets it. The
-            real forward costs the same; the synthetic side costs ``views`` times more.
+            real forward costs the same; the synthetic side costs ``views`` times more. Measured at digits IPC 1 (five
+            seeds): ``views=4`` 84.7 vs 86.7 with one view, so the default stays 1.
         calibration: Add the calibration step: cross-entropy of the trained pool net on the augmented synthetic
             images, one more image step per iteration.
         calibration_weight: Weight of that cross-entropy.
