@@ -157,6 +157,14 @@ class NCFMDistiller(Distiller):
             self.images.grad = grad
             self.optimizer.step()
 
+    def _augment_views(self, real: Tensor, seeds: list[int]) -> Tensor:
+        """One class's real batch, chunk ``v`` of ``len(seeds)`` augmented with ``seeds[v]`` (no copy for one view)."""
+        if self.augment is None:
+            return real
+        if len(seeds) == 1:
+            return self.augment(real, seed=seeds[0])
+        return torch.cat([self.augment(chunk, seed=s) for chunk, s in zip(real.tensor_split(len(seeds)), seeds)])
+
     def _class_groups(self, views: int = 1) -> list[range]:
         """Local class indices in groups of at most ``SYN_CHUNK`` decoded (x ``views``) images, >= 1 class each."""
         per_group = max(1, SYN_CHUNK // (self.ipc * self.config.factor**2 * views))
@@ -185,9 +193,7 @@ class NCFMDistiller(Distiller):
         # several views each takes an equal chunk of the class's real batch).
         real_batches = self._real_batches()
         with torch.no_grad():
-            real_aug = [torch.cat([self.augment(chunk, seed=s)
-                                   for chunk, s in zip(r.tensor_split(cfg.views), seeds[i])])
-                        if self.augment is not None else r for i, r in enumerate(real_batches)]
+            real_aug = [self._augment_views(r, seeds[i]) for i, r in enumerate(real_batches)]
         real_features = self.class_blocks(
             features_no_grad(self.match_net, torch.cat(real_aug), bf16=cfg.real_bf16), self.real_n)
 
