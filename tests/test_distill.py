@@ -377,6 +377,20 @@ def test_existing_run_needs_resume_or_overwrite(tiny, tmp_path: Path) -> None:
     assert len(json.loads((tmp_path / "r" / "log.json").read_text())["loss"]) == 1
 
 
+def test_resume_accepts_checkpoints_written_before_new_config_fields(tiny, tmp_path: Path) -> None:
+    """A checkpoint from before ``views`` existed, with ``cf_bf16`` stored as a bool, still resumes."""
+    from datacomp.distillers import runner
+
+    out = tmp_path / "old"
+    run_tiny(tiny, out, overrides={"iterations": 2})
+    settings = json.loads((out / "run.json").read_text())["config"]
+    old = {**settings, "config": {k: v for k, v in settings["config"].items() if k != "views"}}
+    old["config"]["cf_bf16"] = old["config"]["cf_bf16"] == "on"
+    assert runner._comparable(old) == runner._comparable(settings)
+    changed = {**settings, "config": {**settings["config"], "alpha": 0.9}}
+    assert runner._comparable(changed) != runner._comparable(settings)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path: Path, monkeypatch) -> None:
     real_loss = dm_module.mean_embedding_loss
     calls = {"n": 0}

@@ -32,7 +32,7 @@ from datacomp.cost import CostLedger, save_json
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.distillers.distributed import Context, setup, split_classes
 from datacomp.distillers.multiformation import check_factor, resolve_factor
-from datacomp.distillers.presets import config_dict, get_config, resolve_switch
+from datacomp.distillers.presets import PRESETS, config_dict, config_from_dict, get_config, resolve_switch
 from datacomp.models import create_model
 from datacomp.synset import SyntheticSet, atomic_write, base_metadata
 
@@ -136,7 +136,11 @@ def _save_checkpoint(folder: Path, ctx: Context, iteration: int, payload: dict[s
 
 
 def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
-    config = {k: v for k, v in settings["config"].items() if k != "iterations"}
+    config = dict(settings["config"])
+    method = config.pop("method", None)
+    if method in PRESETS:  # through the config class: fields added since fill in, old spellings normalise
+        config = config_dict(config_from_dict(method, config))
+    config.pop("iterations", None)
     return {**settings, "config": config}
 
 
