@@ -25,25 +25,32 @@ sys.path.insert(0, str(REPO))
 IGNORED = {"factor", "cf_bf16"}
 
 
-def settings_of(result: dict, preset: str, dataset: str) -> str:
-    """The recorded config's differences from the preset default (``lr_img=0.005, views=4``), or ``default``."""
-    from datacomp.distillers.presets import config_dict, get_config
+def settings_of(result: dict, preset: str, dataset: str, show: tuple[str, ...] = ()) -> str:
+    """The recorded config's differences from the preset default (``lr_img=0.005, views=4``), or ``default``.
+
+    Fields in ``show`` are always listed. ``cf_bf16`` is normalised to on/off; runs from before the field existed
+    computed in float32 and read as ``off``.
+    """
+    from datacomp.distillers.presets import config_dict, get_config, switch_value
 
     record = json.loads((Path(result["run_dir"]) / "run.json").read_text())
-    stored = record["config"]["config"]
+    stored = dict(record["config"]["config"])
+    if stored.get("method", result["method"]) == "ncfm":
+        stored["cf_bf16"] = switch_value(stored.get("cf_bf16", "off"), "cf_bf16")
     method = stored.get("method", result["method"])
     default = config_dict(get_config(method, preset, dataset=dataset, ipc=result["ipc"]))
-    diffs = [f"{k}={stored[k]}" for k in sorted(stored) if k in default and k not in IGNORED and stored[k] != default[k]]
+    diffs = [f"{k}={stored[k]}" for k in sorted(stored) if k in default and (
+        k in show or (k not in IGNORED and stored[k] != default[k]))]
     return ", ".join(diffs) or "default"
 
 
-def rows_of(path: Path, ipcs: list[int] | None = None) -> list[dict]:
+def rows_of(path: Path, ipcs: list[int] | None = None, show: tuple[str, ...] = ()) -> list[dict]:
     summary = json.loads(path.read_text())
     by_key: dict[tuple[str, int, str], dict[int, dict]] = {}
     for result in summary["results"]:
         if ipcs and result["ipc"] not in ipcs:
             continue
-        label = settings_of(result, summary["preset"], summary["dataset"])
+        label = settings_of(result, summary["preset"], summary["dataset"], show)
         by_key.setdefault((result["row"], result["ipc"], label), {})[result["seed"]] = result
     rows = []
     for (row, ipc, label), per_seed in by_key.items():
@@ -58,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--title", required=True)
     parser.add_argument("--out", required=True, help="output stem: writes STEM.md and STEM.json")
+    parser.add_argument("--show", nargs="+", default=[], help="config fields to list in every row (e.g. cf_bf16)")
     parser.add_argument("--ipc", type=int, nargs="+", default=None, help="keep only these IPCs")
     parser.add_argument("--group", nargs="+", action="append", required=True, metavar=("NAME", "SEEDS_JSON"),
                         help="a group name followed by its ..._seeds.json files (repeatable)")
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, *paths in args.group:
         if not paths:
             parser.error(f"--group {name!r} lists no ..._seeds.json file")
-        groups.append({"name": name, "rows": [r for p in paths for r in rows_of(Path(p), args.ipc)]})
+        groups.append({"name": name, "rows": [r for p in paths for r in rows_of(Path(p), args.ipc, tuple(args.show))]})
     lines = [f"# {args.title}", "",
              "Per-seed cells: mean test accuracy (%) over that seed's evaluation runs; 'mean +- std' over seeds. "
              "'settings': the recorded config's differences from the preset default for that dataset and IPC.", ""]

@@ -324,6 +324,7 @@ def test_run_writes_complete_run_directory(tiny, tmp_path: Path, method: str) ->
                                                  (0, "off")])
 def test_cf_bf16_accepts_auto_on_off_and_booleans(value, expected: str) -> None:
     assert get_config("ncfm", "cpu-quick", cf_bf16=value).cf_bf16 == expected
+    assert all(get_config("ncfm", preset).cf_bf16 == "auto" for preset in PRESETS["ncfm"])
 
 
 @pytest.mark.parametrize("cpu_bf16", [False, True])
