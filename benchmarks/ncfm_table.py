@@ -105,14 +105,14 @@ def run_row(row: str, args: argparse.Namespace, ipc: int) -> dict:
         overrides["iterations"] = args.iterations
     overrides.update(args.overrides.get(method, {}))
     out = Path(args.runs_dir) / f"{args.dataset}-{args.preset}{args.tag}-ipc{ipc}-{row}"
-    from datacomp.distillers.presets import config_dict, get_config, resolve_switch
+    from datacomp.distillers.presets import config_dict, get_config, resolve_native_bf16
 
     expected = config_dict(get_config(method, args.preset, dataset=args.dataset, ipc=ipc, **overrides))
     if method == "ncfm":  # what the run records: "auto" resolved on this device
         import torch
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        expected["cf_bf16"] = resolve_switch(expected["cf_bf16"], device)
+        expected["cf_bf16"] = resolve_native_bf16(expected["cf_bf16"], device)
     record = _cached(out, args.runs, args.protocol, expected, args.seed)
     if record is None:
         has_checkpoint = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())

@@ -15,7 +15,7 @@ from datacomp.distillers import ncfm as ncfm_module
 from datacomp.distillers.multiformation import decode, encode_mosaic, resolve_factor
 from datacomp.distillers.ncfm import NCFMDistiller, ncfm_loss
 from datacomp.distillers.pool import PoolSpec, build_pool
-from datacomp.distillers.presets import PRESETS, get_config, preset_differences, resolve_switch
+from datacomp.distillers.presets import PRESETS, get_config, preset_differences, resolve_native_bf16
 from datacomp.distillers.runner import DistillationDiverged, run_distillation
 from datacomp.models import create_model
 from datacomp.synset import SyntheticSet
@@ -317,7 +317,7 @@ def test_run_writes_complete_run_directory(tiny, tmp_path: Path, method: str) ->
         assert "pool-training" in phases
         assert synset.training_tensors()[0].shape == (4 * NUM_CLASSES, 1, 8, 8)
         # cf_bf16 is recorded as what ran on this machine ("auto" resolved)
-        assert run["config"]["config"]["cf_bf16"] == resolve_switch(PRESETS["ncfm"]["cpu-quick"].cf_bf16, "cpu")
+        assert run["config"]["config"]["cf_bf16"] == resolve_native_bf16(PRESETS["ncfm"]["cpu-quick"].cf_bf16, "cpu")
 
 
 @pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), (True, "on"), ("false", "off"), ("ON", "on"),
@@ -332,8 +332,8 @@ def test_cf_bf16_auto_follows_native_bf16(monkeypatch, cpu_bf16: bool) -> None:
     import datacomp.runtime
 
     monkeypatch.setattr(datacomp.runtime, "_cpu_bf16", cpu_bf16)
-    assert resolve_switch("auto", "cpu") == ("on" if cpu_bf16 else "off")
-    assert resolve_switch("off", "cpu") == "off" and resolve_switch("on", "cpu") == "on"
+    assert resolve_native_bf16("auto", "cpu") == ("on" if cpu_bf16 else "off")
+    assert resolve_native_bf16("off", "cpu") == "off" and resolve_native_bf16("on", "cpu") == "on"
 
 
 def test_run_evaluates_with_baseline(tiny, tmp_path: Path) -> None:

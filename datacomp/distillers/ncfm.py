@@ -32,7 +32,7 @@ from datacomp.distillers.base import AllReduce, Distiller, autocast_bf16, draw_s
 from datacomp.distillers.multiformation import decode, encode_mosaic, resolve_factor
 from datacomp.distillers.ncfd import ncfd
 from datacomp.distillers.pool import FeaturePool
-from datacomp.distillers.presets import NCFMConfig, resolve_switch
+from datacomp.distillers.presets import NCFMConfig, resolve_native_bf16
 from datacomp.distillers.samplers import FrequencySampler, create_sampler
 from datacomp.models import create_model
 
@@ -83,7 +83,7 @@ class NCFMDistiller(Distiller):
                  device: torch.device, seed: int, pool: FeaturePool | None,
                  all_reduce: AllReduce | None = None) -> None:
         config = dataclasses.replace(config, factor=resolve_factor(config.factor, dataset.image_size),
-                                     cf_bf16=resolve_switch(config.cf_bf16, device))
+                                     cf_bf16=resolve_native_bf16(config.cf_bf16, device))
         super().__init__(config, dataset, classes, ipc, model, device, seed, all_reduce)
         self.pool = pool
         make = lambda: create_model(model, dataset.in_channels, dataset.num_classes, dataset.image_size).to(self.device)

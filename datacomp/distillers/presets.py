@@ -223,8 +223,9 @@ def switch_value(value: Any, key: str) -> str:
     raise ValueError(f"{key} must be auto, on or off (or true/false), got {value!r}")
 
 
-def resolve_switch(value: str, device: Any) -> str:
-    """``auto`` -> ``on`` where ``device`` has native bfloat16 matmul, else ``off``; ``on``/``off`` unchanged."""
+def resolve_native_bf16(value: str, device: Any) -> str:
+    """A bfloat16 switch (``cf_bf16``): ``auto`` -> ``on`` where ``device`` multiplies bfloat16 natively, else
+    ``off``; ``on``/``off`` unchanged."""
     from datacomp.runtime import native_bf16
 
     value = switch_value(value, "cf_bf16")
@@ -337,4 +338,4 @@ def preset_differences(method: str) -> dict[str, dict[str, Any]]:
     }
 
 
-__all__ += ["config_dict", "preset_differences", "switch_value", "resolve_switch"]
+__all__ += ["config_dict", "preset_differences", "switch_value", "resolve_native_bf16"]

@@ -32,7 +32,7 @@ from datacomp.cost import CostLedger, save_json
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.distillers.distributed import Context, setup, split_classes
 from datacomp.distillers.multiformation import check_factor, resolve_factor
-from datacomp.distillers.presets import PRESETS, config_dict, config_from_dict, get_config, resolve_switch
+from datacomp.distillers.presets import PRESETS, config_dict, config_from_dict, get_config, resolve_native_bf16
 from datacomp.models import create_model
 from datacomp.synset import SyntheticSet, atomic_write, base_metadata
 
@@ -250,7 +250,7 @@ def _run(ctx: Context, method: str, dataset: str | ImageDataset, ipc: int, prese
     model = model or default_model(ds)
     cfg = validate_request(method, preset, ds, ipc, model, overrides, checkpoint_every, eval_runs, ctx.world_size)
     if method == "ncfm":  # record what runs: cf_bf16 "auto" resolved on this device
-        cfg = dataclasses.replace(cfg, cf_bf16=resolve_switch(cfg.cf_bf16, ctx.device))
+        cfg = dataclasses.replace(cfg, cf_bf16=resolve_native_bf16(cfg.cf_bf16, ctx.device))
     if eval_runs:
         get_protocol(eval_protocol)  # unknown protocol names fail now, not after the distillation
     if resume and overwrite:
