@@ -7,7 +7,13 @@ that dataset and IPC (read from each run's ``run.json``, not from the file name)
 Command (the digits IPC 1 study in ``benchmarks/results/digits_ipc1_study.md``)::
 
     python benchmarks/seed_study.py --title "..." --out benchmarks/results/digits_ipc1_study \\
-        --group "tuning seeds 0-4" runs/results_s1/*_seeds.json ... --group "fresh seeds 5-9" ...
+        --group "tuning seeds 0-4" runs/results_s1/*_seeds.json ... --group "fresh seeds 5-9" ... \\
+        --compare ncfm-learned dm
+
+``--compare A B`` adds, per group and IPC, the paired per-seed difference A - B on the seeds both rows ran (mean +-
+std, paired t statistic and its two-sided p-value, and in how many seeds A is above B), so "A beats B" can be read
+against the seed noise. A row is named ``ROW`` (its default settings) or ``ROW:SETTINGS`` as the table prints them
+(``ncfm-learned:lr_img=0.003``).
 """
 
 from __future__ import annotations
@@ -61,6 +67,48 @@ def rows_of(path: Path, ipcs: list[int] | None = None, show: tuple[str, ...] = (
     return rows
 
 
+def parse_row_spec(spec: str) -> tuple[str, str]:
+    """``ROW`` or ``ROW:SETTINGS`` -> (row, settings); settings default to ``default``."""
+    row, _, settings = spec.partition(":")
+    return row.strip(), settings.strip() or "default"
+
+
+def paired(rows: list[dict], a: tuple[str, str], b: tuple[str, str], ipc: int) -> dict | None:
+    """Paired per-seed comparison of row ``a`` minus row ``b`` at ``ipc``, or None when either row is missing.
+
+    Raises:
+        ValueError: if the two rows share fewer than two seeds (no spread, no test).
+    """
+    from scipy import stats
+
+    found = {}
+    for key in (a, b):
+        match = [r for r in rows if r["ipc"] == ipc and (r["row"], r["settings"]) == key]
+        if not match:
+            return None
+        found[key] = dict(zip(match[0]["seeds"], match[0]["per_seed"]))
+    seeds = sorted(set(found[a]) & set(found[b]))
+    if len(seeds) < 2:
+        raise ValueError(f"--compare: {a[0]}:{a[1]} and {b[0]}:{b[1]} share {len(seeds)} seed(s) at IPC {ipc}; "
+                         "a paired comparison needs at least 2")
+    diffs = [found[a][s] - found[b][s] for s in seeds]
+    mean, std = statistics.fmean(diffs), statistics.stdev(diffs)
+    if std > 0:
+        t = mean / (std / len(diffs) ** 0.5)
+        p = float(2 * stats.t.sf(abs(t), df=len(diffs) - 1))
+    else:  # the same difference in every seed: no spread, so no t statistic (None) and no p-value
+        t, p = None, None
+    return {"a": f"{a[0]}:{a[1]}", "b": f"{b[0]}:{b[1]}", "ipc": ipc, "seeds": seeds, "diffs": diffs,
+            "mean": mean, "std": std, "t": t, "p": p, "a_above": sum(d > 0 for d in diffs)}
+
+
+def describe(c: dict) -> str:
+    a, b = (name.removesuffix(":default") for name in (c["a"], c["b"]))
+    test = "no spread" if c["t"] is None else f"t = {c['t']:.2f}, two-sided p = {c['p']:.2f}"
+    return (f"Paired, IPC {c['ipc']}, {len(c['seeds'])} seeds: {a} - {b} = **{c['mean']:+.2f} +- {c['std']:.2f}** "
+            f"({test}); {a} above in {c['a_above']} of {len(c['seeds'])} seeds.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--title", required=True)
@@ -69,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ipc", type=int, nargs="+", default=None, help="keep only these IPCs")
     parser.add_argument("--group", nargs="+", action="append", required=True, metavar=("NAME", "SEEDS_JSON"),
                         help="a group name followed by its ..._seeds.json files (repeatable)")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                        help="paired per-seed difference A - B in every group, rows as ROW or ROW:SETTINGS "
+                             "(e.g. ncfm-learned dm)")
     args = parser.parse_args(argv)
+    specs = tuple(parse_row_spec(s) for s in args.compare) if args.compare else None
     groups = []
     for name, *paths in args.group:
         if not paths:
@@ -85,6 +137,16 @@ def main(argv: list[str] | None = None) -> int:
             per_seed = " / ".join(f"{m:.1f}" for m in r["per_seed"])
             lines.append(f"| {r['ipc']} | {r['row']} | {r['settings']} | {per_seed} | {r['mean']:.2f} +- {r['std']:.2f} |")
         lines.append("")
+        if specs:
+            group["paired"] = []
+            for ipc in sorted({r["ipc"] for r in group["rows"]}):
+                try:
+                    comparison = paired(group["rows"], specs[0], specs[1], ipc)
+                except ValueError as err:
+                    parser.error(str(err))
+                if comparison:
+                    group["paired"].append(comparison)
+                    lines += [describe(comparison), ""]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from datacomp.synset import atomic_write

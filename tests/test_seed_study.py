@@ -1,0 +1,100 @@
+"""benchmarks/seed_study.py: settings read back from run.json, paired comparison, misuse errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from datacomp.distillers.presets import config_dict, get_config
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_study.py"
+
+
+@pytest.fixture(scope="module")
+def seed_study():
+    spec = importlib.util.spec_from_file_location("seed_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _summary(tmp_path: Path, name: str, rows: dict[tuple[str, str], dict[int, float]], **overrides) -> Path:
+    """A ``..._seeds.json`` whose results point at run directories holding the recorded config."""
+    results = []
+    for (row, method), per_seed in rows.items():
+        for seed, mean in per_seed.items():
+            run_dir = tmp_path / name / f"seed{seed}" / row
+            run_dir.mkdir(parents=True)
+            config = config_dict(get_config(method, "cpu-quick", dataset="digits", ipc=1,
+                                            **(overrides if method == "ncfm" else {})))
+            (run_dir / "run.json").write_text(json.dumps({"config": {"config": config}}))
+            results.append({"row": row, "ipc": 1, "method": method, "mean": mean, "seed": seed,
+                            "run_dir": str(run_dir)})
+    path = tmp_path / f"{name}_seeds.json"
+    path.write_text(json.dumps({"dataset": "digits", "preset": "cpu-quick", "protocol": "quick", "runs": 3,
+                                "results": results}))
+    return path
+
+
+NCFM = {0: 87.0, 1: 87.5, 2: 88.6, 3: 87.2}
+DM = {0: 86.5, 1: 85.4, 2: 87.2, 3: 88.0}
+
+
+def test_paired_comparison_matches_scipy(seed_study, tmp_path):
+    path = _summary(tmp_path, "base", {("ncfm-learned", "ncfm"): NCFM, ("dm", "dm"): DM})
+    out = tmp_path / "study"
+    seed_study.main(["--title", "t", "--out", str(out), "--group", "g", str(path), "--compare", "ncfm-learned", "dm"])
+    doc = json.loads(out.with_suffix(".json").read_text())
+    (comparison,) = doc["groups"][0]["paired"]
+    expected = stats.ttest_rel(list(NCFM.values()), list(DM.values()))
+    assert comparison["seeds"] == [0, 1, 2, 3]
+    assert comparison["mean"] == pytest.approx(sum(NCFM.values()) / 4 - sum(DM.values()) / 4)
+    assert comparison["t"] == pytest.approx(expected.statistic)
+    assert comparison["p"] == pytest.approx(expected.pvalue)
+    assert comparison["a_above"] == 3
+    assert "ncfm-learned - dm = **+0.80" in out.with_suffix(".md").read_text()
+
+
+def test_rows_are_labelled_by_their_recorded_settings(seed_study, tmp_path):
+    base = _summary(tmp_path, "base", {("ncfm-learned", "ncfm"): NCFM, ("dm", "dm"): DM})
+    swept = _summary(tmp_path, "lr3e3", {("ncfm-learned", "ncfm"): {0: 88.0, 1: 88.0, 2: 88.0}}, lr_img=0.003)
+    out = tmp_path / "study"
+    seed_study.main(["--title", "t", "--out", str(out), "--group", "g", str(base), str(swept),
+                     "--compare", "ncfm-learned:lr_img=0.003", "dm"])
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert {r["settings"] for r in doc["groups"][0]["rows"]} == {"default", "lr_img=0.003"}
+    (comparison,) = doc["groups"][0]["paired"]
+    assert comparison["seeds"] == [0, 1, 2]  # only the seeds both rows ran
+    assert comparison["a"] == "ncfm-learned:lr_img=0.003"
+
+
+def test_no_spread_gives_no_t_statistic(seed_study):
+    rows = [{"ipc": 1, "row": "a", "settings": "default", "seeds": [0, 1], "per_seed": [2.0, 3.0]},
+            {"ipc": 1, "row": "b", "settings": "default", "seeds": [0, 1], "per_seed": [1.0, 2.0]}]
+    comparison = seed_study.paired(rows, ("a", "default"), ("b", "default"), 1)
+    assert comparison["mean"] == 1.0 and comparison["t"] is None and comparison["p"] is None
+    assert "no spread" in seed_study.describe(comparison)
+
+
+def test_missing_row_is_skipped(seed_study):
+    rows = [{"ipc": 1, "row": "a", "settings": "default", "seeds": [0, 1], "per_seed": [2.0, 3.0]}]
+    assert seed_study.paired(rows, ("a", "default"), ("b", "default"), 1) is None
+
+
+def test_compare_needs_two_shared_seeds(seed_study, tmp_path, capsys):
+    path = _summary(tmp_path, "base", {("ncfm-learned", "ncfm"): {0: 87.0, 1: 88.0}, ("dm", "dm"): {1: 86.0, 2: 85.0}})
+    with pytest.raises(SystemExit):
+        seed_study.main(["--title", "t", "--out", str(tmp_path / "s"), "--group", "g", str(path),
+                         "--compare", "ncfm-learned", "dm"])
+    assert "share 1 seed(s) at IPC 1" in capsys.readouterr().err
+    assert not (tmp_path / "s.md").exists()
+
+
+def test_group_without_files_is_rejected(seed_study, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        seed_study.main(["--title", "t", "--out", str(tmp_path / "s"), "--group", "empty"])
+    assert "--group 'empty' lists no ..._seeds.json file" in capsys.readouterr().err
