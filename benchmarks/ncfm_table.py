@@ -78,15 +78,17 @@ def _cached(out: Path, runs: int, protocol: str, expected: dict, seed: int) -> d
     if record["config"].get("seed", seed) != seed:
         print(f"  {out.name}: made with seed {record['config'].get('seed')}, not {seed}; recomputing", flush=True)
         return None
-    from datacomp.distillers.presets import switch_value
+    from datacomp.distillers.presets import config_dict, config_from_dict
 
-    stored = dict(record["config"]["config"])
-    if "cf_bf16" in stored:  # older runs stored a bool
-        stored["cf_bf16"] = switch_value(stored["cf_bf16"], "cf_bf16")
+    try:  # through the config class, as a resume does: fields added since read as what those runs did
+        stored = config_dict(config_from_dict(expected["method"], record["config"]["config"]))
+    except ValueError as err:
+        print(f"  {out.name}: stored config unreadable ({err}); recomputing", flush=True)
+        return None
     # factor is resolved per image size at run time (0 = auto): compare everything else. A run without iterations
     # (the initialisation row) depends only on how it was initialised.
     keys = {"iterations", "init", "init_sampling"} if expected.get("iterations") == 0 else set(expected) - {"factor"}
-    differs = {k for k in keys & set(expected) if stored.get(k, expected[k]) != expected[k]}
+    differs = {k for k in keys if stored[k] != expected[k]}
     if differs:
         print(f"  {out.name}: stored config differs in {sorted(differs)}; recomputing", flush=True)
         return None

@@ -34,16 +34,14 @@ IGNORED = {"factor", "cf_bf16"}
 def settings_of(result: dict, preset: str, dataset: str, show: tuple[str, ...] = ()) -> str:
     """The recorded config's differences from the preset default (``lr_img=0.005, views=4``), or ``default``.
 
-    Fields in ``show`` are always listed. ``cf_bf16`` is normalised to on/off; runs from before the field existed
-    computed in float32 and read as ``off``.
+    Fields in ``show`` are always listed. The record is read through the config class (as a resume reads it), so
+    ``cf_bf16`` reads on/off and runs from before a field existed read as what they did (``cf_bf16=off``).
     """
-    from datacomp.distillers.presets import config_dict, get_config, switch_value
+    from datacomp.distillers.presets import config_dict, config_from_dict, get_config
 
     record = json.loads((Path(result["run_dir"]) / "run.json").read_text())
-    stored = dict(record["config"]["config"])
-    if stored.get("method", result["method"]) == "ncfm":
-        stored["cf_bf16"] = switch_value(stored.get("cf_bf16", "off"), "cf_bf16")
-    method = stored.get("method", result["method"])
+    method = record["config"]["config"].get("method", result["method"])
+    stored = config_dict(config_from_dict(method, record["config"]["config"]))
     default = config_dict(get_config(method, preset, dataset=dataset, ipc=result["ipc"]))
     diffs = [f"{k}={stored[k]}" for k in sorted(stored) if k in default and (
         k in show or (k not in IGNORED and stored[k] != default[k]))]

@@ -392,6 +392,43 @@ def test_resume_accepts_checkpoints_written_before_new_config_fields(tiny, tmp_p
     assert runner._comparable(changed) != runner._comparable(settings)
 
 
+def test_resume_refuses_a_float32_checkpoint_from_before_cf_bf16_under_bf16(tiny, tmp_path: Path) -> None:
+    """A checkpoint without ``cf_bf16`` ran the characteristic function in float32: it is ``off``, not the default."""
+    from datacomp.distillers import runner
+
+    run_tiny(tiny, tmp_path / "r", overrides={"iterations": 1, "cf_bf16": "on"})
+    settings = json.loads((tmp_path / "r" / "run.json").read_text())["config"]
+    old = {**settings, "config": {k: v for k, v in settings["config"].items() if k != "cf_bf16"}}
+    assert runner._comparable(old) != runner._comparable(settings)
+    assert runner._comparable(old) == runner._comparable(
+        {**settings, "config": {**settings["config"], "cf_bf16": "off"}})
+
+
+@pytest.mark.parametrize("stored, expected", [
+    ({}, {"cf_bf16": "off", "views": 1}),  # before either field existed: float32, one view
+    ({"cf_bf16": True}, {"cf_bf16": "on"}),  # bool spelling
+    ({"cf_bf16": "auto", "views": 2}, {"cf_bf16": "auto", "views": 2}),
+])
+def test_config_from_dict_reads_old_records_as_what_they_ran(stored, expected) -> None:
+    from datacomp.distillers.presets import config_dict, config_from_dict, get_config
+
+    record = {k: v for k, v in config_dict(get_config("ncfm", "cpu-quick")).items() if k not in ("cf_bf16", "views")}
+    cfg = config_from_dict("ncfm", {**record, **stored})
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    assert cfg.iterations == get_config("ncfm", "cpu-quick").iterations  # the record wins over the paper defaults
+
+
+@pytest.mark.parametrize("record, match", [
+    ({"method": "dm"}, "stored config is for method 'dm', not 'ncfm'"),
+    ({"gamma": 1}, r"unknown ncfm setting\(s\) \['gamma'\]"),
+])
+def test_config_from_dict_rejects_foreign_records(record, match) -> None:
+    from datacomp.distillers.presets import config_from_dict
+
+    with pytest.raises(ValueError, match=match):
+        config_from_dict("ncfm", record)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path: Path, monkeypatch) -> None:
     real_loss = dm_module.mean_embedding_loss
     calls = {"n": 0}

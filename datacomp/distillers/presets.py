@@ -318,9 +318,26 @@ def get_config(method: str, preset: str = "cpu-quick", dataset: str | None = Non
     return dataclasses.replace(base, **parsed)
 
 
+# What a field was, implicitly, in runs recorded before the field existed, where that differs from its default today:
+# the characteristic function ran in float32 before ``cf_bf16`` was added (and its default later became ``auto``).
+# Fields not listed here were added with a default that keeps the earlier behaviour (e.g. ``views=1``).
+BEFORE_RECORDED: dict[str, dict[str, Any]] = {"ncfm": {"cf_bf16": "off"}}
+
+
 def config_from_dict(method: str, values: dict[str, Any]) -> NCFMConfig | DMConfig | RandomConfig:
-    """Rebuild a config from :func:`dataclasses.asdict` output (e.g. stored in a checkpoint)."""
-    return get_config(method, "paper", **values)
+    """Rebuild a config from :func:`config_dict` output stored in a checkpoint or ``run.json``.
+
+    A record written before a field existed gets the value such runs actually had (:data:`BEFORE_RECORDED`, else
+    the field's default); older spellings (``cf_bf16`` as a bool) normalise through the config class.
+
+    Raises:
+        ValueError: if the record names another method, an unknown field, or an invalid value.
+    """
+    values = dict(values)
+    recorded_method = values.pop("method", method)
+    if recorded_method != method:
+        raise ValueError(f"the stored config is for method {recorded_method!r}, not {method!r}")
+    return get_config(method, "paper", **{**BEFORE_RECORDED.get(method, {}), **values})
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:
@@ -338,4 +355,4 @@ def preset_differences(method: str) -> dict[str, dict[str, Any]]:
     }
 
 
-__all__ += ["config_dict", "preset_differences", "switch_value", "resolve_native_bf16"]
+__all__ += ["config_dict", "preset_differences", "switch_value", "resolve_native_bf16", "BEFORE_RECORDED"]

@@ -137,9 +137,10 @@ def _save_checkpoint(folder: Path, ctx: Context, iteration: int, payload: dict[s
 
 def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
     config = dict(settings["config"])
-    method = config.pop("method", None)
+    method = config.get("method")
     if method in PRESETS:  # through the config class: fields added since fill in, old spellings normalise
         config = config_dict(config_from_dict(method, config))
+    config.pop("method", None)
     config.pop("iterations", None)
     return {**settings, "config": config}
 
