@@ -30,3 +30,14 @@ requires_mnist = pytest.mark.skipif(
     shared_file("mnist/mnist_test.npz") is None,
     reason="needs the offline MNIST copy (set DATACOMP_SHARED_DATA to a folder with mnist/mnist_test.npz)",
 )
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` (not a package) as a module, for tests of its helpers."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from conftest import load_benchmark
 from datacomp.distillers.presets import config_dict, get_config
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ncfm_table.py"
 
 
 @pytest.fixture(scope="module")
 def ncfm_table():
-    spec = importlib.util.spec_from_file_location("ncfm_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ncfm_table")
 
 
 def _run(tmp_path: Path, config: dict, seed: int = 0) -> Path:

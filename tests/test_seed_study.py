@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from scipy import stats
 
+from conftest import load_benchmark
 from datacomp.distillers.presets import config_dict, get_config
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_study.py"
 
 
 @pytest.fixture(scope="module")
 def seed_study():
-    spec = importlib.util.spec_from_file_location("seed_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("seed_study")
 
 
 def _summary(tmp_path: Path, name: str, rows: dict[tuple[str, str], dict[int, float]], **overrides) -> Path:
