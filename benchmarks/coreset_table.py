@@ -12,12 +12,15 @@ CIFAR-10, spec ncfm.md section 2.1). Those were produced with the DC/DSA-era eva
 epochs), not with our protocol, and on the original CIFAR-10 rather than the offline JPEG copy: compare trends, not
 decimals.
 
-Outputs ``benchmarks/results/coreset_table_<dataset>[_quick].{json,md}`` (rewritten after every cell; cells whose
-run directory already holds a ``run.json`` are reused, so an interrupted run resumes).
+Outputs ``benchmarks/results/coreset_table_<dataset>[_quick].{json,md,png}`` (the PNG: accuracy against subset size,
+one line per method; all rewritten after every cell; cells whose run directory already holds a ``run.json`` are
+reused, so an interrupted run resumes and a re-run with every cell done only rebuilds the outputs).
 
 Validate:   ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/coreset_table.py --quick`` (digits, MLP, tiny settings)
-Full run:   ``.venv/bin/python benchmarks/coreset_table.py --device cuda --fractions`` (CIFAR-10; not yet run:
-            roughly an hour on one GPU by a step-count estimate, far longer on 2 CPU cores)
+Full run:   ``.venv/bin/python benchmarks/coreset_table.py --device cuda --fractions`` (CIFAR-10; roughly an hour on
+            one GPU by a step-count estimate, not run). The committed table is the CPU run in the README
+            (``--runs 1 --protocol quick-bf16 --proxy-epochs 5 --proxy-bf16 --sae-epochs 5``): IPC cells take minutes
+            each on 2 cores, a 10 % cell (5000 images, 300 epochs) about 35 minutes.
 """
 
 from __future__ import annotations
@@ -153,6 +156,54 @@ def _markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _series(doc: dict) -> tuple[dict[int, list[str]], dict[str, tuple[list[int], list[float]]]]:
+    """What the plot draws: each subset size's cell names (a fraction may repeat an IPC's subset, one point), and
+    per method its finished cells as (sizes, accuracies %), sizes ascending."""
+    labels: dict[int, list[str]] = {}
+    lines: dict[str, tuple[list[int], list[float]]] = {}
+    done = [r for r in doc["rows"] if r["accuracy_mean"] is not None]
+    for r in done:
+        if r["size"] not in labels.setdefault(r["num_items"], []):
+            labels[r["num_items"]].append(r["size"])
+    for method in doc["methods"]:
+        points = {r["num_items"]: 100 * r["accuracy_mean"] for r in done if r["method"] == method}
+        if points:
+            lines[method] = (sorted(points), [points[n] for n in sorted(points)])
+    return labels, lines
+
+
+def _plot(doc: dict) -> bytes:
+    """PNG of accuracy against subset size (log scale), one line per method; cells not yet run are left out."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, lines = _series(doc)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, (xs, ys) in lines.items():
+        baseline = method == "random"
+        ax.plot(xs, ys, marker="o", lw=2.5 if baseline else 1.2, color="black" if baseline else None, label=method,
+                zorder=3 if baseline else 2)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(labels), [f"{n}\n{' = '.join(labels[n])}" for n in sorted(labels)], fontsize=8)
+    ax.minorticks_off()
+    ax.set_xlabel("images selected")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{doc['dataset']}: {doc['model']}, protocol {doc['protocol']}, {doc['runs']} run(s) per cell",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    if lines:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default=None, help="default cifar10 (digits with --quick)")
@@ -223,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             RESULTS.mkdir(parents=True, exist_ok=True)
             atomic_write(RESULTS / f"coreset_table_{tag}.json", json.dumps(doc, indent=2) + "\n")
             atomic_write(RESULTS / f"coreset_table_{tag}.md", _markdown(doc))
-    print(f"wrote {RESULTS / f'coreset_table_{tag}.md'}")
+            atomic_write(RESULTS / f"coreset_table_{tag}.png", _plot(doc))
+    print(f"wrote {RESULTS / f'coreset_table_{tag}.md'} and .json, .png")
     return 0
 
 
