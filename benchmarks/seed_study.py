@@ -10,7 +10,7 @@ Command (the digits IPC 1 study in ``benchmarks/results/digits_ipc1_study.md``):
         --group "tuning seeds 0-4" runs/results_s1/*_seeds.json ... --group "fresh seeds 5-9" ... \\
         --compare ncfm-learned dm
 
-``--compare A B`` adds, per group and IPC, the paired per-seed difference A - B on the seeds both rows ran (mean +-
+``--compare A B`` (repeatable) adds, per group and IPC, the paired per-seed difference A - B on the seeds both rows ran (mean +-
 std, paired t statistic and its two-sided p-value, and in how many seeds A is above B), so "A beats B" can be read
 against the seed noise. A row is named ``ROW`` (its default settings) or ``ROW:SETTINGS`` as the table prints them
 (``ncfm-learned:lr_img=0.003``).
@@ -26,13 +26,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ncfm_table import ROWS  # noqa: E402  (each row's own settings, e.g. ncfm-gaussian = the Gaussian sampler)
 
 # Fields that change per run without changing the method (resolved at run time, or bookkeeping).
 IGNORED = {"factor", "cf_bf16"}
 
 
 def settings_of(result: dict, preset: str, dataset: str, show: tuple[str, ...] = ()) -> str:
-    """The recorded config's differences from the preset default (``lr_img=0.005, views=4``), or ``default``.
+    """The recorded config's differences from the row as ``ncfm_table.py`` defines it (the preset's default for that
+    dataset and IPC plus the row's own settings, e.g. ``sampler=gaussian``): ``lr_img=0.005, views=4``, or ``default``.
 
     Fields in ``show`` are always listed. The record is read through the config class (as a resume reads it), so
     ``cf_bf16`` reads on/off and runs from before a field existed read as what they did (``cf_bf16=off``).
@@ -42,7 +46,8 @@ def settings_of(result: dict, preset: str, dataset: str, show: tuple[str, ...] =
     record = json.loads((Path(result["run_dir"]) / "run.json").read_text())
     method = record["config"]["config"].get("method", result["method"])
     stored = config_dict(config_from_dict(method, record["config"]["config"]))
-    default = config_dict(get_config(method, preset, dataset=dataset, ipc=result["ipc"]))
+    row_settings = ROWS.get(result["row"], (method, {}))[1]
+    default = config_dict(get_config(method, preset, dataset=dataset, ipc=result["ipc"], **row_settings))
     diffs = [f"{k}={stored[k]}" for k in sorted(stored) if k in default and (
         k in show or (k not in IGNORED and stored[k] != default[k]))]
     return ", ".join(diffs) or "default"
@@ -115,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ipc", type=int, nargs="+", default=None, help="keep only these IPCs")
     parser.add_argument("--group", nargs="+", action="append", required=True, metavar=("NAME", "SEEDS_JSON"),
                         help="a group name followed by its ..._seeds.json files (repeatable)")
-    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+    parser.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"), default=[],
                         help="paired per-seed difference A - B in every group, rows as ROW or ROW:SETTINGS "
-                             "(e.g. ncfm-learned dm)")
+                             "(e.g. ncfm-learned dm); repeatable")
     args = parser.parse_args(argv)
-    specs = tuple(parse_row_spec(s) for s in args.compare) if args.compare else None
+    pairs = [(parse_row_spec(a), parse_row_spec(b)) for a, b in args.compare]
     groups = []
     for name, *paths in args.group:
         if not paths:
@@ -127,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         groups.append({"name": name, "rows": [r for p in paths for r in rows_of(Path(p), args.ipc, tuple(args.show))]})
     lines = [f"# {args.title}", "",
              "Per-seed cells: mean test accuracy (%) over that seed's evaluation runs; 'mean +- std' over seeds. "
-             "'settings': the recorded config's differences from the preset default for that dataset and IPC.", ""]
+             "'settings': the recorded config's differences from the row's definition (the preset default for that "
+             "dataset and IPC, plus the row's own sampler).", ""]
     for group in groups:
         lines += [f"## {group['name']}", "", "| IPC | row | settings | per seed | mean +- std of seeds |",
                   "|---|---|---|---|---|"]
@@ -135,16 +141,17 @@ def main(argv: list[str] | None = None) -> int:
             per_seed = " / ".join(f"{m:.1f}" for m in r["per_seed"])
             lines.append(f"| {r['ipc']} | {r['row']} | {r['settings']} | {per_seed} | {r['mean']:.2f} +- {r['std']:.2f} |")
         lines.append("")
-        if specs:
+        if pairs:
             group["paired"] = []
             for ipc in sorted({r["ipc"] for r in group["rows"]}):
-                try:
-                    comparison = paired(group["rows"], specs[0], specs[1], ipc)
-                except ValueError as err:
-                    parser.error(str(err))
-                if comparison:
-                    group["paired"].append(comparison)
-                    lines += [describe(comparison), ""]
+                for a, b in pairs:
+                    try:
+                        comparison = paired(group["rows"], a, b, ipc)
+                    except ValueError as err:
+                        parser.error(str(err))
+                    if comparison:
+                        group["paired"].append(comparison)
+                        lines += [describe(comparison), ""]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from datacomp.synset import atomic_write

@@ -59,12 +59,13 @@ def test_rows_are_labelled_by_their_recorded_settings(seed_study, tmp_path):
     swept = _summary(tmp_path, "lr3e3", {("ncfm-learned", "ncfm"): {0: 88.0, 1: 88.0, 2: 88.0}}, lr_img=0.003)
     out = tmp_path / "study"
     seed_study.main(["--title", "t", "--out", str(out), "--group", "g", str(base), str(swept),
-                     "--compare", "ncfm-learned:lr_img=0.003", "dm"])
+                     "--compare", "ncfm-learned:lr_img=0.003", "dm", "--compare", "ncfm-learned", "dm"])
     doc = json.loads(out.with_suffix(".json").read_text())
     assert {r["settings"] for r in doc["groups"][0]["rows"]} == {"default", "lr_img=0.003"}
-    (comparison,) = doc["groups"][0]["paired"]
-    assert comparison["seeds"] == [0, 1, 2]  # only the seeds both rows ran
-    assert comparison["a"] == "ncfm-learned:lr_img=0.003"
+    swept_vs_dm, default_vs_dm = doc["groups"][0]["paired"]
+    assert swept_vs_dm["seeds"] == [0, 1, 2]  # only the seeds both rows ran
+    assert swept_vs_dm["a"] == "ncfm-learned:lr_img=0.003"
+    assert (default_vs_dm["a"], default_vs_dm["seeds"]) == ("ncfm-learned:default", [0, 1, 2, 3])
 
 
 def test_no_spread_gives_no_t_statistic(seed_study):
@@ -93,3 +94,12 @@ def test_group_without_files_is_rejected(seed_study, tmp_path, capsys):
     with pytest.raises(SystemExit):
         seed_study.main(["--title", "t", "--out", str(tmp_path / "s"), "--group", "empty"])
     assert "--group 'empty' lists no ..._seeds.json file" in capsys.readouterr().err
+
+
+def test_a_row_is_default_with_its_own_settings(seed_study, tmp_path):
+    """ncfm-gaussian is the Gaussian sampler by definition: its label is ``default``, not ``sampler=gaussian``."""
+    path = _summary(tmp_path, "gauss", {("ncfm-gaussian", "ncfm"): {0: 87.0, 1: 88.0}}, sampler="gaussian")
+    (row,) = seed_study.rows_of(path)
+    assert row["settings"] == "default"
+    learned = _summary(tmp_path, "learned", {("ncfm-learned", "ncfm"): {0: 87.0, 1: 88.0}}, sampler="gaussian")
+    assert seed_study.rows_of(learned)[0]["settings"] == "sampler=gaussian"
