@@ -103,3 +103,10 @@ def test_a_row_is_default_with_its_own_settings(seed_study, tmp_path):
     assert row["settings"] == "default"
     learned = _summary(tmp_path, "learned", {("ncfm-learned", "ncfm"): {0: 87.0, 1: 88.0}}, sampler="gaussian")
     assert seed_study.rows_of(learned)[0]["settings"] == "sampler=gaussian"
+
+
+def test_paired_rejects_rows_with_fewer_than_two_shared_seeds(seed_study):
+    rows = [{"ipc": 1, "row": "a", "settings": "default", "seeds": [0, 1], "per_seed": [2.0, 3.0]},
+            {"ipc": 1, "row": "b", "settings": "default", "seeds": [1, 2], "per_seed": [1.0, 2.0]}]
+    with pytest.raises(ValueError, match=r"--compare: a:default and b:default share 1 seed\(s\) at IPC 1"):
+        seed_study.paired(rows, ("a", "default"), ("b", "default"), 1)
