@@ -14,7 +14,9 @@ decimals.
 
 Outputs ``benchmarks/results/coreset_table_<dataset>[_quick].{json,md,png}`` (the PNG: accuracy against subset size,
 one line per method; all rewritten after every cell; cells whose run directory already holds a ``run.json`` are
-reused, so an interrupted run resumes and a re-run with every cell done only rebuilds the outputs).
+reused, and so are finished rows of the committed results file written with the same settings (so an interrupted
+run resumes, a fresh checkout adds only the missing cells, and a re-run with every cell done only rebuilds the
+outputs; ``--overwrite`` recomputes everything).
 
 Validate:   ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/coreset_table.py --quick`` (digits, MLP, tiny settings)
 Full run:   ``.venv/bin/python benchmarks/coreset_table.py --device cuda --fractions`` (CIFAR-10; roughly an hour on
@@ -55,6 +57,31 @@ FULL = {"dataset": "cifar10", "ipc": [1, 10, 50], "fraction_values": [0.01, 0.1]
         "protocol": "quick", "runs": 3, "proxy_epochs": 10, "sae_latents": 2048, "sae_k": 32, "sae_epochs": 10}
 QUICK = {"dataset": "digits", "ipc": [1, 5], "fraction_values": [0.05], "model": "mlp", "protocol": "smoke",
          "runs": 1, "proxy_epochs": 2, "sae_latents": 256, "sae_k": 8, "sae_epochs": 5}
+
+
+# What a row's number depends on: a row of an earlier results file stands in for a cell only when all of these match.
+SETTINGS = ("dataset", "quick", "model", "protocol", "runs", "proxy_epochs", "proxy_bf16", "seed", "device", "sae")
+
+
+def _previous_rows(path: Path, doc: dict) -> dict[tuple[str, str], dict]:
+    """Finished rows of an earlier results file measured with the same settings, keyed by (method, size label).
+
+    Run directories are scratch (a fresh checkout has none) while the results file is committed, so reading its rows
+    back lets the table grow cell by cell across machines and sessions without re-running finished cells. A file
+    written with other settings contributes nothing, and the reason is printed.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        print(f"not reusing rows of {path}: unreadable ({err})")
+        return {}
+    differs = [k for k in SETTINGS if old.get(k) != doc[k]]
+    if differs:
+        print(f"not reusing rows of {path}: written with other {', '.join(differs)}")
+        return {}
+    return {(r["method"], r["size"]): r for r in old.get("rows", []) if r.get("accuracy_mean") is not None}
 
 
 def _cells(args: argparse.Namespace) -> list[tuple[str, str, float]]:
@@ -225,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs-dir", default=None, help="where the per-cell run directories go "
                    "(default runs/coreset_table_<dataset>)")
-    p.add_argument("--overwrite", action="store_true", help="recompute cells that already have a run.json")
+    p.add_argument("--overwrite", action="store_true", help="recompute every cell (ignore existing run.json files and "
+                   "the results file's rows)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--quick", action="store_true", help="validation: digits, IPC 1/5, MLP, 1 run, smoke protocol, "
                    "2 proxy epochs, small SAE (flags given explicitly still win)")
@@ -258,18 +286,22 @@ def main(argv: list[str] | None = None) -> int:
             if ipc is not None:
                 aliases[label] = f"ipc{ipc}"
     doc["same_subset_as"] = aliases
+    previous = {} if args.overwrite else _previous_rows(RESULTS / f"coreset_table_{tag}.json", doc)
     t_start = time.perf_counter()
     for kind, label, value in cells:
         for method in args.methods:
             # A fraction that repeats an IPC cell's per-class budgets reads that cell (same subset, same evaluation).
             out = runs_dir / f"{method}-{aliases.get(label, label)}"
             t0 = time.perf_counter()
-            record = _run_cell(args, method, kind, value, out)
-            record["_out"] = str(out)
-            row = _row(method, label, record)
+            if not (out / "run.json").is_file() and (method, label) in previous:
+                row, source = previous[(method, label)], "from the results file"
+            else:
+                record = _run_cell(args, method, kind, value, out)
+                record["_out"] = str(out)
+                row, source = _row(method, label, record), f"{time.perf_counter() - t0:.1f} s"
             doc["rows"].append(row)
             print(f"[{time.perf_counter() - t_start:7.1f} s] {method:>18} {label:>8}: "
-                  f"{100 * (row['accuracy_mean'] or 0):.2f} % ({time.perf_counter() - t0:.1f} s)", flush=True)
+                  f"{100 * (row['accuracy_mean'] or 0):.2f} % ({source})", flush=True)
             doc["total_seconds"] = time.perf_counter() - t_start
             RESULTS.mkdir(parents=True, exist_ok=True)
             atomic_write(RESULTS / f"coreset_table_{tag}.json", json.dumps(doc, indent=2) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import load_benchmark
@@ -30,3 +32,66 @@ def test_series_keeps_finished_cells_and_merges_repeated_subsets(coreset_table):
 @pytest.mark.parametrize("rows", [DOC["rows"], []])
 def test_plot_writes_a_png_even_before_any_cell_finished(coreset_table, rows):
     assert coreset_table._plot({**DOC, "rows": rows}).startswith(b"\x89PNG")
+
+
+QUICK_SETTINGS = {"dataset": "digits", "quick": True, "model": "mlp", "protocol": "smoke", "runs": 1, "proxy_epochs": 2,
+                  "proxy_bf16": False, "seed": 0, "device": "cpu", "sae": {"latents": 256, "k": 8, "epochs": 5}}
+
+
+def _record(n: int, acc: float | None) -> dict:
+    """What ``datacomp select`` returns, reduced to the fields a table row reads."""
+    return {"num_items": n, "eval": None if acc is None else {"mean": acc, "std": 0.0, "accuracies": [acc]},
+            "config": {}, "cost": {"phases": [{"name": "select", "seconds": 1.0}]}, "selection_seconds": 1.0}
+
+
+def _results_file(coreset_table, path, **changes):
+    rows = [coreset_table._row(m, s, _record(n, acc)) for m, s, n, acc in
+            [("random", "ipc1", 10, 0.5), ("herding", "ipc1", 10, 0.6), ("random", "ipc5", 50, 0.7),
+             ("herding", "ipc5", 50, None)]]
+    path.write_text(json.dumps({**QUICK_SETTINGS, **changes, "rows": rows}))
+
+
+@pytest.fixture
+def results_dir(coreset_table, tmp_path, monkeypatch):
+    monkeypatch.setattr(coreset_table, "RESULTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    return tmp_path / "results"
+
+
+def test_finished_rows_of_the_results_file_are_reused_and_missing_cells_run(coreset_table, results_dir, tmp_path,
+                                                                            monkeypatch):
+    _results_file(coreset_table, results_dir / "coreset_table_digits_quick.json")
+    ran = []
+
+    def fake_cell(args, method, kind, value, out):
+        ran.append((method, f"{kind}{value}"))
+        return _record(50, 0.9)
+
+    monkeypatch.setattr(coreset_table, "_run_cell", fake_cell)
+    argv = ["--quick", "--methods", "random", "herding", "--ipc", "1", "5", "--runs-dir", str(tmp_path / "runs")]
+    assert coreset_table.main(argv) == 0
+    assert ran == [("herding", "ipc5")]  # the one cell the file has no finished row for
+    doc = json.loads((results_dir / "coreset_table_digits_quick.json").read_text())
+    assert [(r["method"], r["size"], r["accuracy_mean"]) for r in doc["rows"]] == [
+        ("random", "ipc1", 0.5), ("herding", "ipc1", 0.6), ("random", "ipc5", 0.7), ("herding", "ipc5", 0.9)]
+    ran.clear()
+    assert coreset_table.main([*argv, "--overwrite"]) == 0
+    assert len(ran) == 4
+
+
+@pytest.mark.parametrize(("changes", "reason"), [({"protocol": "quick"}, "other protocol"),
+                                                   ({"runs": 3, "seed": 1}, "other runs, seed"),
+                                                   ({"sae": {"latents": 2048, "k": 32, "epochs": 5}}, "other sae")])
+def test_rows_measured_with_other_settings_are_not_reused(coreset_table, results_dir, changes, reason, capsys):
+    path = results_dir / "t.json"
+    _results_file(coreset_table, path, **changes)
+    assert coreset_table._previous_rows(path, QUICK_SETTINGS) == {}
+    assert reason in capsys.readouterr().out
+
+
+def test_an_unreadable_results_file_is_ignored_and_said_so(coreset_table, results_dir, capsys):
+    path = results_dir / "t.json"
+    path.write_text("{ half-written")
+    assert coreset_table._previous_rows(path, QUICK_SETTINGS) == {}
+    assert "unreadable" in capsys.readouterr().out
+    assert coreset_table._previous_rows(results_dir / "missing.json", QUICK_SETTINGS) == {}
