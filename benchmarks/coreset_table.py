@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(default runs/coreset_table_<dataset>)")
     p.add_argument("--overwrite", action="store_true", help="recompute every cell (ignore existing run.json files and "
                    "the results file's rows)")
+    p.add_argument("--finished-only", action="store_true", help="rebuild the outputs from finished cells (run.json "
+                   "files and the results file's rows) without running the missing ones")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--quick", action="store_true", help="validation: digits, IPC 1/5, MLP, 1 run, smoke protocol, "
                    "2 proxy epochs, small SAE (flags given explicitly still win)")
@@ -295,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             if not (out / "run.json").is_file() and (method, label) in previous:
                 row, source = previous[(method, label)], "from the results file"
+            elif args.finished_only and not (out / "run.json").is_file():
+                print(f"{method:>29} {label:>8}: not run (--finished-only)", flush=True)
+                continue
             else:
                 record = _run_cell(args, method, kind, value, out)
                 record["_out"] = str(out)

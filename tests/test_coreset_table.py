@@ -79,6 +79,18 @@ def test_finished_rows_of_the_results_file_are_reused_and_missing_cells_run(core
     assert len(ran) == 4
 
 
+def test_finished_only_rebuilds_the_table_without_running_missing_cells(coreset_table, results_dir, tmp_path,
+                                                                        monkeypatch, capsys):
+    _results_file(coreset_table, results_dir / "coreset_table_digits_quick.json")
+    monkeypatch.setattr(coreset_table, "_run_cell", lambda *a: pytest.fail("a missing cell was run"))
+    argv = ["--quick", "--methods", "random", "herding", "--ipc", "1", "5", "--runs-dir", str(tmp_path / "runs")]
+    assert coreset_table.main([*argv, "--finished-only"]) == 0
+    assert "herding     ipc5: not run (--finished-only)" in capsys.readouterr().out
+    doc = json.loads((results_dir / "coreset_table_digits_quick.json").read_text())
+    assert [(r["method"], r["size"]) for r in doc["rows"]] == [("random", "ipc1"), ("herding", "ipc1"),
+                                                               ("random", "ipc5")]
+
+
 @pytest.mark.parametrize(("changes", "reason"), [({"protocol": "quick"}, "other protocol"),
                                                    ({"runs": 3, "seed": 1}, "other runs, seed"),
                                                    ({"sae": {"latents": 2048, "k": 32, "epochs": 5}}, "other sae")])
