@@ -148,7 +148,8 @@ def _markdown(doc: dict) -> str:
              f"Evaluation: {doc['runs']} fresh {doc['model']} per cell, protocol `{doc['protocol']}`; proxy "
              f"{doc['model']} trained {doc['proxy_epochs']} epochs"
              f"{' under bf16 autocast' if doc.get('proxy_bf16') else ''}; seed {doc['seed']}. Accuracy % mean +- std over "
-             "runs (one subset per cell). `random` = random real subset with the same per-class counts.", "",
+             "runs (one subset per cell; no +- where a cell has one run). `random` = random real subset with the "
+             "same per-class counts.", "",
              "| method | " + " | ".join(c for c in cells) + " |", "|---|" + "---|" * len(cells)]
     same = doc.get("same_subset_as") or {}
     if same:
@@ -165,7 +166,9 @@ def _markdown(doc: dict) -> str:
             base = by.get(("random", c))
             delta = "" if base is None or method == "random" or base["accuracy_mean"] is None else \
                 f" ({100 * (r['accuracy_mean'] - base['accuracy_mean']):+.1f})"
-            vals.append(f"{100 * r['accuracy_mean']:.1f} +- {100 * r['accuracy_std']:.1f}{delta}")
+            # One run has no spread to report: "+- 0.0" would read as a measured, perfectly stable result.
+            spread = f" +- {100 * r['accuracy_std']:.1f}" if len(r.get("accuracies") or []) > 1 else ""
+            vals.append(f"{100 * r['accuracy_mean']:.1f}{spread}{delta}")
         lines.append(f"| {method} | " + " | ".join(vals) + " |")
     if doc["dataset"] == "cifar10":
         for method, values in PAPER_ROWS.items():

@@ -107,3 +107,14 @@ def test_an_unreadable_results_file_is_ignored_and_said_so(coreset_table, result
     assert coreset_table._previous_rows(path, QUICK_SETTINGS) == {}
     assert "unreadable" in capsys.readouterr().out
     assert coreset_table._previous_rows(results_dir / "missing.json", QUICK_SETTINGS) == {}
+
+
+def test_markdown_shows_a_spread_only_where_a_cell_has_more_than_one_run(coreset_table):
+    one = coreset_table._row("random", "ipc1", _record(10, 0.5))
+    two = coreset_table._row("herding", "ipc1", {**_record(10, 0.6), "eval": {"mean": 0.6, "std": 0.02,
+                                                                               "accuracies": [0.58, 0.62]}})
+    doc = {**QUICK_SETTINGS, "methods": ["random", "herding"], "cells": ["ipc1"], "rows": [one, two],
+           "versions": {}, "host": "test"}
+    table = coreset_table._markdown(doc)
+    assert "| random | 50.0 |" in table
+    assert "| herding | 60.0 +- 2.0 (+10.0) |" in table
