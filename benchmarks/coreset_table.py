@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="validation: digits, IPC 1/5, MLP, 1 run, smoke protocol, "
                    "2 proxy epochs, small SAE (flags given explicitly still win)")
     args = p.parse_args(argv)
+    if args.overwrite and args.finished_only:
+        p.error("--overwrite recomputes every cell and --finished-only runs none: pass one of them")
     from datacomp.runtime import keep_freed_memory
 
     keep_freed_memory()  # as the CLI does: freed tensor memory is reused, not page-faulted back in
@@ -298,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
             # A fraction that repeats an IPC cell's per-class budgets reads that cell (same subset, same evaluation).
             out = runs_dir / f"{method}-{aliases.get(label, label)}"
             t0 = time.perf_counter()
-            if not (out / "run.json").is_file() and (method, label) in previous:
+            has_run = (out / "run.json").is_file()  # a run folder of this machine wins over the committed row
+            if not has_run and (method, label) in previous:
                 row, source = previous[(method, label)], "from the results file"
-            elif args.finished_only and not (out / "run.json").is_file():
+            elif args.finished_only and not has_run:
                 print(f"{method:>29} {label:>8}: not run (--finished-only)", flush=True)
                 continue
             else:

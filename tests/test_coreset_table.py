@@ -118,3 +118,9 @@ def test_markdown_shows_a_spread_only_where_a_cell_has_more_than_one_run(coreset
     table = coreset_table._markdown(doc)
     assert "| random | 50.0 |" in table
     assert "| herding | 60.0 +- 2.0 (+10.0) |" in table
+
+
+def test_overwrite_and_finished_only_together_are_refused(coreset_table, capsys):
+    with pytest.raises(SystemExit):
+        coreset_table.main(["--quick", "--overwrite", "--finished-only"])
+    assert "--overwrite recomputes every cell and --finished-only runs none" in capsys.readouterr().err
