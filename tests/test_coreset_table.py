@@ -51,6 +51,11 @@ def _results_file(coreset_table, path, **changes):
     path.write_text(json.dumps({**QUICK_SETTINGS, **changes, "rows": rows}))
 
 
+def _two_by_two(tmp_path) -> list[str]:
+    """Quick-mode arguments for the 2 methods x 2 IPC cells that ``_results_file`` describes."""
+    return ["--quick", "--methods", "random", "herding", "--ipc", "1", "5", "--runs-dir", str(tmp_path / "runs")]
+
+
 @pytest.fixture
 def results_dir(coreset_table, tmp_path, monkeypatch):
     monkeypatch.setattr(coreset_table, "RESULTS", tmp_path / "results")
@@ -68,7 +73,7 @@ def test_finished_rows_of_the_results_file_are_reused_and_missing_cells_run(core
         return _record(50, 0.9)
 
     monkeypatch.setattr(coreset_table, "_run_cell", fake_cell)
-    argv = ["--quick", "--methods", "random", "herding", "--ipc", "1", "5", "--runs-dir", str(tmp_path / "runs")]
+    argv = _two_by_two(tmp_path)
     assert coreset_table.main(argv) == 0
     assert ran == [("herding", "ipc5")]  # the one cell the file has no finished row for
     doc = json.loads((results_dir / "coreset_table_digits_quick.json").read_text())
@@ -83,7 +88,7 @@ def test_finished_only_rebuilds_the_table_without_running_missing_cells(coreset_
                                                                         monkeypatch, capsys):
     _results_file(coreset_table, results_dir / "coreset_table_digits_quick.json")
     monkeypatch.setattr(coreset_table, "_run_cell", lambda *a: pytest.fail("a missing cell was run"))
-    argv = ["--quick", "--methods", "random", "herding", "--ipc", "1", "5", "--runs-dir", str(tmp_path / "runs")]
+    argv = _two_by_two(tmp_path)
     assert coreset_table.main([*argv, "--finished-only"]) == 0
     assert "herding     ipc5: not run (--finished-only)" in capsys.readouterr().out
     doc = json.loads((results_dir / "coreset_table_digits_quick.json").read_text())
