@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "protocol_help"]
+
+
+def protocol_help() -> str:
+    """``--protocol`` help naming every preset of :data:`datacomp.evaluate.PROTOCOLS` (imported only when called)."""
+    from .evaluate import PROTOCOLS
+
+    return "named training preset: " + ", ".join(PROTOCOLS)
 
 # Commands contributed by other modules: (module, fallback help shown when the module is absent).
 _PLUGINS = (
@@ -212,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a SyntheticSet .safetensors file")
     _add_common_data_args(p, False)
     p.add_argument("--model", nargs="+", default=["convnet-3-in"], help="one or more registered models")
-    p.add_argument("--protocol", default="quick", help="dm, ncfm, quick or smoke")
+    p.add_argument("--protocol", default="quick", help=protocol_help())
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import requires_cifar10
 
-from datacomp.cli import main
+from datacomp.cli import build_parser, main
 from datacomp.data import load_dataset
 from datacomp.evaluate import (
     PROTOCOLS,
@@ -29,6 +29,14 @@ def test_protocols_are_documented_with_their_source():
     assert (ncfm.optimizer, ncfm.lr, ncfm.epochs, ncfm.milestones, ncfm.gamma, ncfm.cutmix_prob, ncfm.select) == (
         "adamw", 0.001, 2000, (0.2, 0.4, 0.6, 0.8), 0.5, 0.5, "best")
     assert all(p.source for p in PROTOCOLS.values())
+
+
+def test_cli_help_names_every_protocol(capsys):
+    for command in ("eval", "train", "select", "distill"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "training preset: " + ", ".join(PROTOCOLS) in text, command
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..cli import protocol_help
+
 __all__ = ["add_parser", "cmd_train", "cmd_compress", "parse_model_args"]
 
 
@@ -157,7 +159,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_data_args(p, True)
     p.add_argument("--model", default="convnet-3-in", help="registered model name")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="constructor option, e.g. width=64")
-    p.add_argument("--protocol", default="quick", help="training preset (dm, ncfm, quick, smoke)")
+    p.add_argument("--protocol", default="quick", help=protocol_help())
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
     p.add_argument("--lr", type=float, default=None, help="override the protocol's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override the protocol's batch size")

@@ -16,6 +16,8 @@ import argparse
 import sys
 from typing import Any
 
+from ..cli import protocol_help
+
 __all__ = ["add_parser", "configure_parser", "run_command", "run_demo", "main"]
 
 # Flags that map one-to-one onto config fields (value None = keep the preset's value).
@@ -66,7 +68,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
     parser.add_argument("--data-root", default=None, help="folder with dataset files")
     parser.add_argument("--checkpoint-every", type=int, default=20, help="iterations between checkpoints (default 20)")
-    parser.add_argument("--eval-protocol", default="quick", help="evaluation protocol (quick, dm, ncfm, ...)")
+    parser.add_argument("--eval-protocol", default="quick", help="evaluation protocol, a " + protocol_help())
     parser.add_argument("--eval-runs", type=int, default=3, help="models trained in the evaluation (0 = skip)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also evaluate a random real subset of the same size (default on)")

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli import protocol_help
 from .cli_common import CCS_SCORES, DYNAMICS_METHODS, FEATURE_METHODS, TEXT_METHODS
 from .cli_images import _run_images
 from .cli_text import _run_text
@@ -87,7 +88,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--ccs-score", default="el2n", choices=CCS_SCORES, help="importance score stratified by ccs")
     g.add_argument("--weighted", action="store_true", help="store selection weights (facility location cluster "
                    "sizes) in the synset, so evaluation uses a weighted loss")
-    g.add_argument("--eval-protocol", default="quick", help="evaluation protocol (quick, dm, ncfm, smoke)")
+    g.add_argument("--eval-protocol", default="quick", help="evaluation protocol, a " + protocol_help())
     g.add_argument("--eval-runs", type=int, default=3, help="models trained on the subset (0 = no evaluation)")
     g.add_argument("--eval-model", default="convnet-3-in", help="evaluation model")
     g.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
