@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from datacomp.selectors import Selection  # noqa: E402
 from datacomp.selectors.cli import configure_parser, run_select  # noqa: E402
 from datacomp.synset import atomic_write, package_versions  # noqa: E402
 
@@ -138,7 +139,15 @@ def _row(method: str, label: str, record: dict) -> dict:
             "accuracies": ev.get("accuracies"), "protocol": ev.get("protocol"), "model": ev.get("model"),
             "selection_seconds": record.get("selection_seconds"), "cost_seconds": _phase_seconds(record),
             "from_cache": (record["config"].get("features") or record["config"].get("dynamics") or {}).get(
-                "from_cache"), "run_dir": str(record.get("_out", ""))}
+                "from_cache"), "run_dir": str(record.get("_out", "")), "subset_sha256": _subset_digest(record)}
+
+
+def _subset_digest(record: dict) -> str | None:
+    """The run's subset digest; runs written before ``select`` recorded it get it from their ``selection.npz``."""
+    if record.get("subset_sha256"):
+        return record["subset_sha256"]
+    path = Path(record["_out"]) / "selection.npz" if record.get("_out") else None
+    return Selection.load(path).subset_digest() if path is not None and path.is_file() else None
 
 
 def _markdown(doc: dict) -> str:

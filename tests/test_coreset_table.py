@@ -129,3 +129,16 @@ def test_overwrite_and_finished_only_together_are_refused(coreset_table, capsys)
     with pytest.raises(SystemExit):
         coreset_table.main(["--quick", "--overwrite", "--finished-only"])
     assert "--overwrite recomputes every cell and --finished-only runs none" in capsys.readouterr().err
+
+
+def test_rows_name_their_subset_by_digest(coreset_table, tmp_path):
+    import numpy as np
+
+    from datacomp.selectors import Selection
+
+    sel = Selection(indices=np.array([4, 0, 2]), scores=np.zeros(3))
+    assert coreset_table._row("random", "ipc1", {**_record(3, 0.5), "subset_sha256": "abc"})["subset_sha256"] == "abc"
+    sel.save(tmp_path / "selection.npz")  # a run folder written before run.json carried the digest
+    row = coreset_table._row("random", "ipc1", {**_record(3, 0.5), "_out": str(tmp_path)})
+    assert row["subset_sha256"] == sel.subset_digest()
+    assert coreset_table._row("random", "ipc1", _record(3, 0.5))["subset_sha256"] is None

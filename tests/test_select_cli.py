@@ -62,6 +62,7 @@ def test_image_select_through_top_level_cli(tmp_path, capsys):
     assert {"feature-extraction", "selection"} <= {p["name"] for p in run["cost"]["phases"]}
     sel = Selection.load(out / "selection.npz")
     np.testing.assert_array_equal(sel.indices, idx.numpy())
+    assert run["subset_sha256"] == sel.subset_digest()
 
 
 def test_dynamics_method_picks_highest_scores_per_class(tmp_path):
@@ -161,6 +162,7 @@ def test_text_longest_writes_records_in_order(tmp_path, alpaca_200):
     loaded = load_run(out)
     assert loaded["kind"] == "select" and loaded["num_items"] == 15 and loaded["full_train_size"] == 200
     assert run["config"]["length_field"] == "output" and run["eval"] is None
+    assert loaded["subset_sha256"] == Selection.load(out / "selection.npz").subset_digest()
 
 
 @pytest.mark.parametrize("method", ["random", "kcenter", "facility-location", "herding", "sae-greedy", "sae-simscale"])

@@ -1,5 +1,6 @@
 """`select` API: class balance, determinism, metadata, Selection I/O, proxy dynamics and every rejection path."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -105,6 +106,19 @@ def test_selection_save_load_roundtrip(pool, tmp_path):
     np.testing.assert_array_equal(back.weights, sel.weights)
     assert back.metadata == sel.metadata and back.item_scores is None
     assert [p.name for p in tmp_path.iterdir()] == ["sel.npz"]
+    assert back.subset_digest() == sel.subset_digest()
+
+
+def test_subset_digest_names_the_set_not_the_order():
+    def sel(indices):
+        return Selection(indices=np.array(indices, dtype=np.int64), scores=np.zeros(len(indices)))
+
+    assert sel([3, 1, 2]).subset_digest() == sel([1, 2, 3]).subset_digest()
+    assert sel([1, 2, 3]).subset_digest() != sel([1, 2, 4]).subset_digest()
+    assert sel([1, 2]).subset_digest() != sel([1, 2, 3]).subset_digest()
+    # Pinned: the digest must not change with NumPy versions or platforms (it is compared across machines).
+    assert sel([1, 2, 3]).subset_digest() == hashlib.sha256(
+        b"".join(i.to_bytes(8, "little") for i in (1, 2, 3))).hexdigest()
 
 
 def test_proxy_dynamics_feed_score_methods():

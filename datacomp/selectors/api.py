@@ -36,6 +36,7 @@ own generator ``numpy.random.default_rng([seed, class_position])``.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
@@ -81,6 +82,14 @@ class Selection:
 
     def __len__(self) -> int:
         return int(self.indices.size)
+
+    def subset_digest(self) -> str:
+        """SHA-256 of the chosen pool indices as a set (sorted, little-endian int64), in hex.
+
+        The same subset gives the same digest whatever the pick order, so two runs (other machines, other sessions,
+        a re-trained proxy) can be checked for having chosen the same items without shipping the indices.
+        """
+        return hashlib.sha256(np.sort(self.indices).astype("<i8").tobytes()).hexdigest()
 
     def save(self, path: str | os.PathLike) -> None:
         """Atomic ``.npz`` write (no pickle); metadata is stored as a JSON string."""

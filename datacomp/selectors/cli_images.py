@@ -118,6 +118,6 @@ def _run_images(args: argparse.Namespace, out: Path, params: dict) -> dict:
             print(f"  random same counts: {baseline.summary()}")
     record = run_record("select", synset, ds, ledger.to_dict(), result, baseline,
                         outputs={"synset": "synset.safetensors", "selection": "selection.npz"},
-                        selection_seconds=seconds)
+                        selection_seconds=seconds, subset_sha256=sel.subset_digest())
     write_json(out / "run.json", record)
     return record

@@ -78,6 +78,6 @@ def _run_text(args: argparse.Namespace, out: Path, params: dict) -> dict:
               "fraction": args.fraction, "seed": args.seed, "config": config, "versions": versions,
               "cost": ledger.to_dict(), "eval": None, "baseline": None, "full_train_size": n,
               "outputs": {"records": "selected.jsonl", "indices": "indices.json", "selection": "selection.npz"},
-              "selection_seconds": seconds}
+              "selection_seconds": seconds, "subset_sha256": sel.subset_digest()}
     write_json(out / "run.json", record)
     return record
