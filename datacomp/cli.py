@@ -22,6 +22,7 @@ def protocol_help() -> str:
 
     return "named training preset: " + ", ".join(PROTOCOLS)
 
+
 # Commands contributed by other modules: (module, fallback help shown when the module is absent).
 _PLUGINS = (
     "datacomp.distillers.cli",
