@@ -22,6 +22,7 @@ from .cost import CostLedger
 from .data import ImageDataset, load_dataset
 from .models import create_model
 from .synset import SyntheticSet, base_metadata
+from .training import MICRO_BATCH, batch_backward, fit, micro_batch_size, test_accuracy
 
 __all__ = [
     "batch_backward",
@@ -208,82 +209,6 @@ def _make_augment(protocol: Protocol, dataset_name: str, seed: int):
     return augment.DiffAug(strategy, batch_shared=False, generator=gen)
 
 
-@torch.inference_mode()
-def test_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> float:
-    """Top-1 accuracy of ``model`` on normalised images ``x``.
-
-    Small channels-last batches: on CPU the forward is bound by memory traffic, and 64-image batches keep the
-    activations in cache (CIFAR-10's 10k test images: ~3x faster than batches of 1024; same logits to ~1e-6).
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(device)
-            if xb.ndim == 4:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            logits = model(xb)
-            correct += int((logits.argmax(1) == y[i : i + batch_size].to(device)).sum())
-    model.train(was_training)
-    return correct / len(x)
-
-
-def _forward(model: nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
-    """Logits in float32; the network itself runs under bfloat16 autocast when ``bf16``."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        return model(x).float()
-
-
-def _per_sample_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if target.ndim == 2:
-        return -(target * F.log_softmax(logits, 1)).sum(1)
-    return F.cross_entropy(logits, target, reduction="none")
-
-
-def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
-                        denominator: float | torch.Tensor | None = None) -> torch.Tensor:
-    """Mean (or ``weight``-weighted mean) cross-entropy; ``denominator`` overrides the count/weight sum (micro-batches
-    of one batch divide by the whole batch's)."""
-    per = _per_sample_cross_entropy(logits, target)
-    if weight is not None:
-        return (per * weight).sum() / (weight.sum() if denominator is None else denominator)
-    return per.sum() / (len(per) if denominator is None else denominator)
-
-
-# Images per forward/backward inside one optimiser step. On CPU a ConvNet step is bound by memory traffic: 256 CIFAR
-# images in micro-batches of 32 train ~2x faster than in one pass. The summed micro-batch gradients equal the batch's
-# exactly for networks that treat samples independently; networks with batch norm always run whole batches.
-MICRO_BATCH = 32
-
-
-def micro_batch_size(model: nn.Module, device: torch.device) -> int | None:
-    """Micro-batch size for ``model`` (``None`` = whole batches: batch norm couples samples, or not on CPU)."""
-    if device.type != "cpu" or any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return None
-    return MICRO_BATCH
-
-
-def batch_backward(model: nn.Module, xb: torch.Tensor, targets: list[tuple[float, torch.Tensor]],
-                    wb: torch.Tensor | None, bf16: bool, micro: int | None) -> torch.Tensor:
-    """Backward of ``sum_i coef_i * CE(model(xb), target_i)`` (weighted mean over the batch), in micro-batches.
-
-    Returns the (detached) batch loss.
-    """
-    denominator = wb.sum() if wb is not None else float(len(xb))
-    size = micro or len(xb)
-    total = torch.zeros((), device=xb.device)
-    for start in range(0, len(xb), size):
-        part = slice(start, start + size)
-        out = _forward(model, xb[part], bf16)
-        w = wb[part] if wb is not None else None
-        loss = sum(coef * _soft_cross_entropy(out, t[part], w, denominator) for coef, t in targets)
-        loss.backward()
-        total += loss.detach()
-    return total
-
-
 def train_classifier(
     model: nn.Module,
     x: torch.Tensor,
@@ -325,31 +250,36 @@ def train_classifier(
     ledger = ledger if ledger is not None else CostLedger()
     history: list[tuple[int, float]] = []
     micro = micro_batch_size(model, device)
+    state = {"loss": torch.zeros(())}
+
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        idx = idx.to(device)
+        xb, yb = x[idx], y[idx]
+        wb = weights[idx] if weights is not None else None
+        if aug is not None:
+            xb = aug(xb)
+        if protocol.cutmix_prob > 0:
+            xb, ya, yb2, lam = cutmix(xb, yb, beta=1.0, prob=protocol.cutmix_prob, generator=gen)
+            targets = [(lam, ya), (1 - lam, yb2)]
+        else:
+            targets = [(1.0, yb)]
+        opt.zero_grad(set_to_none=True)
+        loss = batch_backward(model, xb, targets, wb, protocol.bf16, micro)
+        opt.step()
+        return loss
+
+    def after_epoch(epoch: int, loss: torch.Tensor) -> None:
+        sched.step()
+        if not torch.isfinite(loss):
+            return  # fit raises
+        if test is not None and protocol.select == "best" and protocol.eval_every and (epoch + 1) % protocol.eval_every == 0:
+            with ledger.phase("evaluation"):  # nested phases are exclusive: testing is not training cost
+                history.append((epoch + 1, test_accuracy(model, *test)))
+
     model.train()
     with ledger.phase(phase, flops="sampled", device=str(device)) as ph:
-        for epoch in tqdm(range(protocol.epochs), desc=f"train ({protocol.name})", leave=False, disable=not progress):
-            perm = torch.randperm(n, generator=gen).to(device)
-            for s in range(steps_per_epoch):
-                idx = perm[s * protocol.batch_size : (s + 1) * protocol.batch_size]
-                with ph.step():
-                    xb, yb = x[idx], y[idx]
-                    wb = weights[idx] if weights is not None else None
-                    if aug is not None:
-                        xb = aug(xb)
-                    if protocol.cutmix_prob > 0:
-                        xb, ya, yb2, lam = cutmix(xb, yb, beta=1.0, prob=protocol.cutmix_prob, generator=gen)
-                        targets = [(lam, ya), (1 - lam, yb2)]
-                    else:
-                        targets = [(1.0, yb)]
-                    opt.zero_grad(set_to_none=True)
-                    loss = batch_backward(model, xb, targets, wb, protocol.bf16, micro)
-                    opt.step()
-            sched.step()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}; lower the lr")
-            if test is not None and protocol.select == "best" and protocol.eval_every and (epoch + 1) % protocol.eval_every == 0:
-                with ledger.phase("evaluation"):  # nested phases are exclusive: testing is not training cost
-                    history.append((epoch + 1, test_accuracy(model, *test)))
+        fit(step, n, protocol.batch_size, protocol.epochs, gen, ph, after_epoch,
+            f"train ({protocol.name})" if progress else None)
         # runs / samples_seen add up across entries of the phase (see datacomp.cost.PhaseHandle.extra)
         ph.extra.update(runs=1, samples_seen=n * protocol.epochs, epochs=protocol.epochs,
                         protocol_kind="fixed-epoch", num_train_images=n, protocol=protocol.name)

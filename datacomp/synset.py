@@ -21,6 +21,9 @@ from typing import Any, BinaryIO, Callable, Sequence
 import numpy as np
 import torch
 
+from .errors import FormatError
+from .io import atomic_write, package_versions
+
 __all__ = [
     "SyntheticSet", "SynsetFormatError", "base_metadata", "package_versions", "atomic_write", "decode_multiformation",
 ]
@@ -31,21 +34,8 @@ _REQUIRED_META = ("format_version", "dataset", "space", "num_classes", "method")
 _OPTIONAL_TENSORS = ("lr", "weights", "source_indices")
 
 
-class SynsetFormatError(ValueError):
+class SynsetFormatError(FormatError):
     """A SyntheticSet file or object is malformed."""
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that determine results."""
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("datacomp", "torch", "torchvision", "numpy", "scikit-learn", "safetensors"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def base_metadata(**fields: Any) -> dict:
@@ -58,30 +48,6 @@ def base_metadata(**fields: Any) -> dict:
     }
     meta.update(fields)
     return meta
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], None]) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace`` (never half-written).
-
-    ``data`` may also be a callable that writes into the open binary file (for large outputs such as ``np.savez``,
-    which would otherwise need an in-memory copy).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data.encode() if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass

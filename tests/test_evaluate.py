@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import requires_cifar10
 
+from datacomp import training
 from datacomp.cli import build_parser, main
 from datacomp.data import load_dataset
 from datacomp.evaluate import (
@@ -112,7 +113,7 @@ def test_micro_batches_give_the_whole_batch_gradient(monkeypatch, soft, weighted
     protocol = get_protocol("smoke", epochs=2, batch_size=8, cutmix_prob=cutmix)
     params = []
     for micro in (3, 10**6):
-        monkeypatch.setattr(evaluate, "MICRO_BATCH", micro)
+        monkeypatch.setattr(training, "MICRO_BATCH", micro)
         torch.manual_seed(1)
         model = create_model("convnet-2-in", 1, 10, (8, 8))
         assert evaluate.micro_batch_size(model, torch.device("cpu")) == micro

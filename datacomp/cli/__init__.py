@@ -13,14 +13,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from datacomp.errors import DatacompError
+from datacomp.io import write_json
+
+from .options import print_table as _print_table
+from .options import protocol_help
+
 __all__ = ["main", "build_parser", "protocol_help"]
-
-
-def protocol_help() -> str:
-    """``--protocol`` help naming every preset of :data:`datacomp.evaluate.PROTOCOLS` (imported only when called)."""
-    from .evaluate import PROTOCOLS
-
-    return "named training preset: " + ", ".join(PROTOCOLS)
 
 
 # Commands contributed by other modules: (module, fallback help shown when the module is absent).
@@ -32,25 +31,9 @@ _PLUGINS = (
 )
 
 
-def _print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    print(line)
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
-
-
-def write_json(path: str | os.PathLike, obj: dict) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    from .synset import atomic_write
-
-    return atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
 # ---------------------------------------------------------------------------------------------------------------- data
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .data import DATASETS, dataset_info, load_dataset
+    from datacomp.data import DATASETS, dataset_info, load_dataset
 
     if args.action == "list":
         rows = [[s.name, s.num_classes or "?", s.in_channels or "?", "x".join(map(str, s.image_size or ())),
@@ -73,9 +56,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------------------------- subset
 def _cmd_subset(args: argparse.Namespace) -> int:
-    from .cost import CostLedger
-    from .data import load_dataset
-    from .evaluate import random_subset
+    from datacomp.cost import CostLedger
+    from datacomp.data import load_dataset
+    from datacomp.evaluate import random_subset
 
     ds = load_dataset(args.dataset, root=args.data_root, download=args.download)
     ledger = CostLedger()
@@ -112,10 +95,10 @@ def run_record(kind: str, synset, dataset, ledger_dict: dict, eval_result=None, 
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .cost import CostLedger
-    from .data import load_dataset
-    from .evaluate import evaluate_random_baseline, evaluate_synset, get_protocol, improvement_over_random
-    from .synset import SyntheticSet
+    from datacomp.cost import CostLedger
+    from datacomp.data import load_dataset
+    from datacomp.evaluate import evaluate_random_baseline, evaluate_synset, get_protocol, improvement_over_random
+    from datacomp.synset import SyntheticSet
 
     synset = SyntheticSet.load(args.path)
     name = args.dataset or synset.metadata.get("dataset")
@@ -175,8 +158,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         distill_cli = None
     if distill_cli is not None and hasattr(distill_cli, "run_demo"):
         return distill_cli.run_demo(args)
-    from .data import load_dataset
-    from .evaluate import evaluate_synset, random_subset
+    from datacomp.data import load_dataset
+    from datacomp.evaluate import evaluate_synset, random_subset
 
     ds = load_dataset("digits")
     synset = random_subset(ds, 10, seed=args.seed)
@@ -195,7 +178,7 @@ def _add_common_data_args(p: argparse.ArgumentParser, dataset_required: bool) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from datacomp import __version__
 
     parser = argparse.ArgumentParser(prog="datacomp", description="Data-centric model compression toolkit.")
     parser.add_argument("--version", action="version", version=f"datacomp {__version__}")
@@ -259,9 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()  # faster CPU loops, same results (see datacomp.runtime)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (DatacompError, ValueError, FileNotFoundError) as err:
         print(f"datacomp {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,52 @@
+"""The errors datacomp anticipates: each names what is wrong and how to fix it.
+
+Every anticipated failure raises a :class:`DatacompError`; the command line prints its one-line message and exits
+with status 2 (no traceback). The subclasses also derive from the built-in exception a caller would expect
+(``ValueError`` for bad values, ``FileNotFoundError`` for missing inputs), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DatacompError", "ConfigError", "DataError", "FormatError", "MissingInputError", "RunDirError", "DeviceError",
+    "RunAborted", "TrainingDiverged",
+]
+
+
+class DatacompError(Exception):
+    """Base class of every anticipated datacomp error (the CLI exits 2 with the message)."""
+
+    exit_code = 2
+
+
+class ConfigError(DatacompError, ValueError):
+    """An argument, setting or combination of them is invalid (the message names the argument and the fix)."""
+
+
+class DeviceError(ConfigError):
+    """The requested device is not available on this machine."""
+
+
+class DataError(DatacompError, ValueError):
+    """Input data (a dataset, a text file, labels, features) cannot be used as given."""
+
+
+class FormatError(DataError):
+    """A file datacomp reads (small training set, selection, checkpoint, run record) is malformed."""
+
+
+class MissingInputError(DatacompError, FileNotFoundError):
+    """An input file or folder does not exist."""
+
+
+class RunDirError(DatacompError):
+    """An output folder holds another run, or another process is writing into it."""
+
+
+class RunAborted(DatacompError):
+    """A long run stopped early (non-finite values, an interrupt); what was saved and how to resume is in the
+    message."""
+
+
+class TrainingDiverged(DatacompError, FloatingPointError):
+    """A training loop's loss became NaN or infinite (the message names the learning rate to lower)."""
