@@ -40,13 +40,13 @@ from pathlib import Path
 
 import torch
 
-from datacomp.compress.measure import model_report
-from datacomp.compress.modelio import atomic_write_bytes, atomic_write_json, load_model, save_model
-from datacomp.compress.pipeline import CompressConfig, SmallSet, resolve_small_set, run_compression
-from datacomp.compress.quantize import QUANT_SUPPORT, QuantizationUnavailable, calibration_images, quantize_int8
+from datacomp.compression.measure import model_report
+from datacomp.compression.modelio import atomic_write_bytes, atomic_write_json, load_model, save_model
+from datacomp.compression.pipeline import CompressConfig, SmallSet, resolve_small_set, run_compression
+from datacomp.compression.quantize import QUANT_SUPPORT, QuantizationUnavailable, calibration_images, quantize_int8
 from datacomp.cost import CostLedger
 from datacomp.data import load_dataset
-from datacomp.evaluate import get_protocol, train_classifier
+from datacomp.evaluation import get_protocol, train_classifier
 from datacomp.models import create_model
 from datacomp.synset import package_versions
 

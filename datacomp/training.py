@@ -3,7 +3,7 @@
 :func:`fit` owns the epoch / mini-batch skeleton: a seeded permutation per epoch, ``ph.step()`` around each
 optimiser step (so the cost ledger can sample FLOPs), a progress bar, a divergence check after every epoch and an
 ``after_epoch`` hook. What a step *does* (augmentation, loss, optimiser, per-step schedule) is the caller's ``step``
-function. Evaluation protocols (:func:`datacomp.evaluate.train_classifier`), proxies for selection, the distillers'
+function. Evaluation protocols (:func:`datacomp.evaluation.train_classifier`), proxies for selection, the distillers'
 feature pool and knowledge distillation all run through it.
 
 Also here: micro-batched backward (:func:`batch_backward`), soft / weighted cross-entropy and :func:`test_accuracy`.

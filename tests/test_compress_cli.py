@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-import datacomp.compress.pipeline as pipeline
+import datacomp.compression.pipeline as pipeline
 from datacomp.cli import main
-from datacomp.compress.modelio import load_model
-from datacomp.compress.pipeline import CompressConfig, SmallSet, resolve_small_set, run_compression
-from datacomp.compress.quantize import QUANT_SUPPORT, QuantizationUnavailable
+from datacomp.compression.modelio import load_model
+from datacomp.compression.pipeline import CompressConfig, SmallSet, resolve_small_set, run_compression
+from datacomp.compression.quantize import QUANT_SUPPORT, QuantizationUnavailable
 from datacomp.data import load_dataset
 from datacomp.models import create_model
 from datacomp.synset import SyntheticSet
@@ -111,7 +111,7 @@ def test_quantize_stage_reports_unavailable_instead_of_failing(teacher_dir, digi
 
 
 def test_synset_data_source(teacher_dir, digits, tmp_path):
-    from datacomp.evaluate import random_subset
+    from datacomp.evaluation import random_subset
 
     path = random_subset(digits, 2, seed=1).save(tmp_path / "s.safetensors")
     small = resolve_small_set(str(path), digits)

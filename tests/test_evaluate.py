@@ -9,7 +9,7 @@ from conftest import requires_cifar10
 from datacomp import training
 from datacomp.cli import build_parser, main
 from datacomp.data import load_dataset
-from datacomp.evaluate import (
+from datacomp.evaluation import (
     PROTOCOLS,
     evaluate_random_baseline,
     evaluate_synset,
@@ -101,7 +101,7 @@ def test_bf16_protocol_trains_as_well_as_float32_on_digits():
 
 @pytest.mark.parametrize("soft, weighted, cutmix", [(False, False, 0.0), (True, True, 0.0), (False, True, 1.0)])
 def test_micro_batches_give_the_whole_batch_gradient(monkeypatch, soft, weighted, cutmix):
-    import datacomp.evaluate as evaluate
+    import datacomp.evaluation as evaluate
     from datacomp.models import create_model
 
     gen = torch.Generator().manual_seed(0)
@@ -123,7 +123,7 @@ def test_micro_batches_give_the_whole_batch_gradient(monkeypatch, soft, weighted
 
 
 def test_batch_norm_models_train_on_whole_batches():
-    from datacomp.evaluate import micro_batch_size
+    from datacomp.evaluation import micro_batch_size
     from datacomp.models import create_model
 
     assert micro_batch_size(create_model("convnet-2-bn", 1, 10, (8, 8)), torch.device("cpu")) is None

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datacomp.compress.kd import (
+from datacomp.compression.kd import (
     DistillConfig,
     FeatureHint,
     KDLoss,

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from datacomp.compress.measure import count_macs, count_parameters
-from datacomp.compress.modelio import load_model, read_spec, save_model
-from datacomp.compress.prune import global_magnitude_prune, sparsity, structured_channel_prune
+from datacomp.compression.measure import count_macs, count_parameters
+from datacomp.compression.modelio import load_model, read_spec, save_model
+from datacomp.compression.prune import global_magnitude_prune, sparsity, structured_channel_prune
 from datacomp.models import create_model
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import datacomp.compress.quantize as quantize_mod
-from datacomp.compress.measure import count_macs, count_parameters, evaluate_accuracy, measure_latency, model_report
-from datacomp.compress.modelio import load_model, save_model
-from datacomp.compress.quantize import (
+import datacomp.compression.quantize as quantize_mod
+from datacomp.compression.measure import count_macs, count_parameters, evaluate_accuracy, measure_latency, model_report
+from datacomp.compression.modelio import load_model, save_model
+from datacomp.compression.quantize import (
     QUANT_SUPPORT,
     QuantizationUnavailable,
     calibration_images,

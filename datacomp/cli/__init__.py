@@ -27,7 +27,7 @@ _PLUGINS = (
     "datacomp.distillers.cli",
     "datacomp.selectors.cli",
     "datacomp.report",
-    "datacomp.compress.cli",
+    "datacomp.compression.cli",
 )
 
 
@@ -58,7 +58,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_subset(args: argparse.Namespace) -> int:
     from datacomp.cost import CostLedger
     from datacomp.data import load_dataset
-    from datacomp.evaluate import random_subset
+    from datacomp.evaluation import random_subset
 
     ds = load_dataset(args.dataset, root=args.data_root, download=args.download)
     ledger = CostLedger()
@@ -97,7 +97,7 @@ def run_record(kind: str, synset, dataset, ledger_dict: dict, eval_result=None, 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from datacomp.cost import CostLedger
     from datacomp.data import load_dataset
-    from datacomp.evaluate import evaluate_random_baseline, evaluate_synset, get_protocol, improvement_over_random
+    from datacomp.evaluation import evaluate_random_baseline, evaluate_synset, get_protocol, improvement_over_random
     from datacomp.synset import SyntheticSet
 
     synset = SyntheticSet.load(args.path)
@@ -159,7 +159,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if distill_cli is not None and hasattr(distill_cli, "run_demo"):
         return distill_cli.run_demo(args)
     from datacomp.data import load_dataset
-    from datacomp.evaluate import evaluate_synset, random_subset
+    from datacomp.evaluation import evaluate_synset, random_subset
 
     ds = load_dataset("digits")
     synset = random_subset(ds, 10, seed=args.seed)

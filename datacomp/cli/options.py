@@ -94,8 +94,8 @@ def add_dataset(parser: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def protocol_help() -> str:
-    """``--protocol`` help naming every preset of :data:`datacomp.evaluate.PROTOCOLS` (imported only when called)."""
-    from datacomp.evaluate import PROTOCOLS
+    """``--protocol`` help naming every preset of :data:`datacomp.evaluation.PROTOCOLS` (imported only when called)."""
+    from datacomp.evaluation import PROTOCOLS
 
     return "named training preset: " + ", ".join(PROTOCOLS)
 

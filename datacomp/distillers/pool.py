@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from datacomp.augment import DiffAug, cutmix
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset
-from datacomp.evaluate import batch_backward, micro_batch_size, test_accuracy
+from datacomp.evaluation import batch_backward, micro_batch_size, test_accuracy
 from datacomp.models import create_model
 from datacomp.synset import atomic_write
 

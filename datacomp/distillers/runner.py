@@ -219,7 +219,7 @@ def run_distillation(
         resume: Continue from the newest complete checkpoint in ``out``.
         overwrite: Delete an existing run in ``out`` first.
         checkpoint_every: Iterations between checkpoints.
-        eval_protocol: Evaluation protocol name (:data:`datacomp.evaluate.PROTOCOLS`).
+        eval_protocol: Evaluation protocol name (:data:`datacomp.evaluation.PROTOCOLS`).
         eval_runs: Fresh models trained in the evaluation (0 skips evaluation and baseline).
         baseline: Also evaluate a random real subset of the same size with the same protocol.
         device: ``cpu``, ``cuda`` or None (CUDA if available).
@@ -245,7 +245,7 @@ def _run(ctx: Context, method: str, dataset: str | ImageDataset, ipc: int, prese
          overrides: dict[str, Any], model: str | None, seed: int, data_root: str | None, resume: bool,
          overwrite: bool, checkpoint_every: int, eval_protocol: str, eval_runs: int, baseline: bool,
          pool_dir: str | None, progress: bool) -> dict[str, Any] | None:
-    from datacomp.evaluate import get_protocol
+    from datacomp.evaluation import get_protocol
 
     ds = load_dataset(dataset, root=data_root) if isinstance(dataset, str) else dataset
     model = model or default_model(ds)
@@ -284,7 +284,7 @@ def _run(ctx: Context, method: str, dataset: str | ImageDataset, ipc: int, prese
     details: dict[str, Any] = {"world_size": ctx.world_size, "device": str(ctx.device)}
 
     if method == "random":
-        from datacomp.evaluate import random_subset
+        from datacomp.evaluation import random_subset
 
         if not ctx.is_main:
             return None
@@ -387,7 +387,7 @@ def _write_outputs(ctx: Context, ds: ImageDataset, method: str, preset: str, cfg
                    images: torch.Tensor, labels: torch.Tensor, space: str, source_indices, ledger: CostLedger,
                    log: dict, details: dict, eval_protocol: str, eval_runs: int, baseline: bool, seed: int,
                    model: str, progress: bool = True) -> dict[str, Any]:
-    from datacomp.evaluate import evaluate_synset, random_subset
+    from datacomp.evaluation import evaluate_synset, random_subset
 
     ipc = settings["ipc"]
     meta = base_metadata(

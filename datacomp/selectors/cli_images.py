@@ -36,7 +36,7 @@ def _run_images(args: argparse.Namespace, out: Path, params: dict) -> dict:
     from datacomp.cli import run_record, write_json
     from datacomp.cost import CostLedger
     from datacomp.data import load_dataset
-    from datacomp.evaluate import evaluate_random_baseline, evaluate_synset, get_protocol, random_subset
+    from datacomp.evaluation import evaluate_random_baseline, evaluate_synset, get_protocol, random_subset
     from datacomp.synset import SyntheticSet, base_metadata
 
     from .features import image_features, proxy_dynamics

@@ -3,7 +3,7 @@
 * :func:`image_features`: penultimate features (``model.forward_features``) of any registered model
   (:func:`datacomp.models.create_model`) on the dataset's *normalised* images. The model is randomly initialised with
   ``seed`` (as DM's feature extractors), optionally loaded from a safetensors state dict, and optionally trained as a
-  proxy for ``proxy_epochs`` epochs with :func:`datacomp.evaluate.train_classifier` under an evaluation protocol
+  proxy for ``proxy_epochs`` epochs with :func:`datacomp.evaluation.train_classifier` under an evaluation protocol
   (``quick`` by default: SGD 0.01, batch 256, no augmentation). Extraction runs in batches under
   ``torch.inference_mode()`` with a progress bar.
 * :func:`proxy_dynamics`: :func:`datacomp.selectors.train_proxy` (DeepCore's ``EarlyTrain``: SGD 0.05, Nesterov,
@@ -242,7 +242,7 @@ def image_features(
         weights: optional safetensors state dict loaded into the model (strict).
         seed: seed of the initialisation and of the proxy's batch order.
         proxy_epochs: train the model on the training split for this many epochs first (0 = no training).
-        proxy_protocol: :data:`datacomp.evaluate.PROTOCOLS` name for that training (its epochs are overridden).
+        proxy_protocol: :data:`datacomp.evaluation.PROTOCOLS` name for that training (its epochs are overridden).
         batch_size: extraction batch size.
         device: torch device.
         model_kwargs: architecture options passed to ``create_model``.
@@ -257,7 +257,7 @@ def image_features(
         ValueError: unknown model or split, bad epochs/batch size, unreadable or mismatching weights.
         FileNotFoundError: ``weights`` does not exist.
     """
-    from datacomp.evaluate import get_protocol, train_classifier
+    from datacomp.evaluation import get_protocol, train_classifier
 
     proxy_epochs = _check_nonneg_int(proxy_epochs, "proxy_epochs")
     seed = _check_nonneg_int(seed, "seed")
@@ -281,7 +281,7 @@ def image_features(
         "weights": str(weights_path) if weights_path else None,
         "weights_sha256": file_sha256(weights_path) if weights_path else None,
         "seed": seed,
-        "proxy": {"epochs": proxy_epochs, "protocol": protocol.to_dict(), "trainer": "datacomp.evaluate."
+        "proxy": {"epochs": proxy_epochs, "protocol": protocol.to_dict(), "trainer": "datacomp.evaluation."
                   "train_classifier", "train_split": "train"} if protocol else None,
         "input": "normalised images (dataset mean/std)",
     }

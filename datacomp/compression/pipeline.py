@@ -4,7 +4,7 @@ Every stage (any subset, always in that order) reports parameters, MACs, measure
 accuracy on the dataset's real test split, and its own cost ledger; the teacher is measured the same way first so
 each stage can be read against it. ``DIR/run.json`` follows docs/architecture.md (kind ``"compress"``) plus a
 ``stages`` list; models are saved as ``DIR/<stage>.safetensors`` + ``DIR/<stage>.json`` (see
-:mod:`datacomp.compress.modelio`).
+:mod:`datacomp.compression.modelio`).
 
 Small-set sources (``resolve_small_set``): a SyntheticSet file (distilled or selected), a Selection ``.npz`` (indices
 into the training split, from ``datacomp.selectors.select``), ``random:IPC[:SEED]`` (random real images per class, the
@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from datacomp.compress.kd import DistillConfig, train_student
-from datacomp.compress.measure import model_report
-from datacomp.compress.modelio import atomic_write_json, save_model
-from datacomp.compress.prune import IMPORTANCES, check_ratio, global_magnitude_prune, structured_channel_prune
-from datacomp.compress.quantize import (
+from datacomp.compression.kd import DistillConfig, train_student
+from datacomp.compression.measure import model_report
+from datacomp.compression.modelio import atomic_write_json, save_model
+from datacomp.compression.prune import IMPORTANCES, check_ratio, global_magnitude_prune, structured_channel_prune
+from datacomp.compression.quantize import (
     CALIBRATION_SOURCES,
     QUANT_SUPPORT,
     QuantizationUnavailable,
@@ -72,7 +72,7 @@ class CompressConfig:
         lr: SGD learning rate (cosine-annealed).
         weight_decay: SGD weight decay.
         temperature: KD temperature.
-        alpha: KD weight (``1 - alpha`` on hard-label CE), see :func:`datacomp.compress.kd.kd_loss`.
+        alpha: KD weight (``1 - alpha`` on hard-label CE), see :func:`datacomp.compression.kd.kd_loss`.
         hint_weight: FitNets feature-hint weight (``kd`` only; 0 = off).
         augment: ``none``, ``dsa`` (per-sample DSA) or ``diffaug`` during distillation.
         quantize: ``int8`` (post-training static, CPU) or None.
@@ -201,7 +201,7 @@ def resolve_small_set(spec: str, dataset: Any, seed: int = 0) -> SmallSet:
         dataset: The :class:`datacomp.data.ImageDataset` the teacher was trained on.
         seed: Default seed of a random subset.
     """
-    from datacomp.evaluate import random_subset
+    from datacomp.evaluation import random_subset
     from datacomp.synset import SyntheticSet
 
     if not isinstance(spec, str) or not spec:

@@ -240,7 +240,7 @@ def save_model(
     """Save ``model`` safely as ``path`` (``.safetensors``) plus its spec (same stem, ``.json``).
 
     Args:
-        model: A float model (pruned or not), or an int8 model from :func:`datacomp.compress.quantize.quantize_int8`.
+        model: A float model (pruned or not), or an int8 model from :func:`datacomp.compression.quantize.quantize_int8`.
         path: Target ``.safetensors`` file (or a directory: ``DIR/model.safetensors``).
         arch: The model's constructor spec (``model.spec`` from ``datacomp.models.create_model``: ``name``,
             ``in_channels``, ``num_classes``, ``image_size``, ``kwargs``); defaults to ``model.spec``.
@@ -340,7 +340,7 @@ def load_model(
     _apply_snapshot(model, spec)
     model.eval()
     if spec.get("quantization"):
-        from datacomp.compress.quantize import rebuild_quantized
+        from datacomp.compression.quantize import rebuild_quantized
 
         model = rebuild_quantized(model, spec["quantization"])
     model.load_state_dict(state, strict=True)

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from datacomp.compress.measure import count_macs, count_nonzero_parameters, count_parameters
-from datacomp.compress.modelio import architecture_snapshot
+from datacomp.compression.measure import count_macs, count_nonzero_parameters, count_parameters
+from datacomp.compression.modelio import architecture_snapshot
 from datacomp.cost import CostLedger
 
 __all__ = [

@@ -1,13 +1,13 @@
 """Compression consumers of small data: knowledge distillation, pruning and int8 quantization.
 
-- :mod:`~datacomp.compress.kd`: Hinton KD (``alpha * T^2 * KL + (1 - alpha) * CE``, batch mean), FitNets hints,
+- :mod:`~datacomp.compression.kd`: Hinton KD (``alpha * T^2 * KL + (1 - alpha) * CE``, batch mean), FitNets hints,
   teacher relabelling, :func:`train_student`.
-- :mod:`~datacomp.compress.prune`: global unstructured magnitude pruning and structured channel pruning
+- :mod:`~datacomp.compression.prune`: global unstructured magnitude pruning and structured channel pruning
   (torch-pruning; magnitude or Taylor importance from the small set).
-- :mod:`~datacomp.compress.quantize`: post-training static int8 on CPU, calibrated on the small set.
-- :mod:`~datacomp.compress.modelio`: safe model files (safetensors + JSON architecture spec with pruned shapes).
-- :mod:`~datacomp.compress.measure`: parameters, MACs, CPU latency, size on disk, accuracy.
-- :mod:`~datacomp.compress.pipeline`: prune -> distill -> quantize with per-stage reports (``datacomp compress``).
+- :mod:`~datacomp.compression.quantize`: post-training static int8 on CPU, calibrated on the small set.
+- :mod:`~datacomp.compression.modelio`: safe model files (safetensors + JSON architecture spec with pruned shapes).
+- :mod:`~datacomp.compression.measure`: parameters, MACs, CPU latency, size on disk, accuracy.
+- :mod:`~datacomp.compression.pipeline`: prune -> distill -> quantize with per-stage reports (``datacomp compress``).
 """
 
 from .kd import DistillConfig, FeatureHint, KDLoss, kd_loss, relabel, teacher_soft_labels, train_student

@@ -38,10 +38,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a dataset's full training split and save it safely (the teacher for ``compress``)."""
     import torch
 
-    from datacomp.compress.modelio import atomic_write_json, save_model
+    from datacomp.compression.modelio import atomic_write_json, save_model
     from datacomp.cost import CostLedger
     from datacomp.data import load_dataset
-    from datacomp.evaluate import EvalResult, get_protocol, train_classifier
+    from datacomp.evaluation import EvalResult, get_protocol, train_classifier
     from datacomp.models import create_model
     from datacomp.synset import package_versions
 
@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------------------- compress
 def _config_from_args(args: argparse.Namespace):
-    from datacomp.compress.pipeline import CompressConfig
+    from datacomp.compression.pipeline import CompressConfig
 
     return CompressConfig(
         prune=args.prune, structured=args.structured, importance=args.importance, global_pruning=args.global_pruning,
@@ -123,8 +123,8 @@ def print_summary(doc: dict) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     """Run the selected stages on a saved teacher with a small set."""
-    from datacomp.compress.modelio import load_model
-    from datacomp.compress.pipeline import resolve_small_set, run_compression
+    from datacomp.compression.modelio import load_model
+    from datacomp.compression.pipeline import resolve_small_set, run_compression
     from datacomp.data import load_dataset
 
     config = _config_from_args(args)  # validates the stage options before loading anything

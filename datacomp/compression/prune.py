@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch_pruning.pruner.function import GroupNormPruner
 
-from datacomp.compress.measure import count_macs, count_nonzero_parameters, count_parameters
+from datacomp.compression.measure import count_macs, count_nonzero_parameters, count_parameters
 from datacomp.cost import CostLedger
 
 __all__ = [
