@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import FormatError
-from .io import atomic_write, package_versions
+from .io import atomic_write, package_versions, sha256_arrays
 
 __all__ = [
     "SyntheticSet", "SynsetFormatError", "base_metadata", "package_versions", "atomic_write", "decode_multiformation",
@@ -177,6 +177,18 @@ class SyntheticSet:
         """Images in the normalised space of (mean, std), the space models are trained in."""
         m, s = self._stats(mean, std)
         return (self.pixel_images() - m) / s
+
+    def content_digest(self) -> str:
+        """SHA-256 of the set's tensors (images, labels and the optional extras, with dtypes and shapes).
+
+        Two sets with the same digest hold bit-identical data (metadata such as time stamps is not hashed).
+        """
+        parts = [b"images", self.images, b"labels", self.labels]
+        for name in _OPTIONAL_TENSORS:
+            t = getattr(self, name)
+            if t is not None:
+                parts += [name.encode(), t]
+        return sha256_arrays(np.frombuffer(p, dtype=np.uint8) if isinstance(p, bytes) else p for p in parts)
 
     # --------------------------------------------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
