@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from datacomp.errors import ConfigError, DataError
 from datacomp.selectors import METHODS, Selection, class_budgets, select, train_proxy
 
 N = 120
@@ -170,7 +171,7 @@ def test_proxy_rejects_bad_input():
         ("random", {"budget": 0}, ValueError, "budget must be >= 1"),
         ("random", {"budget": -3}, ValueError, "budget must be >= 1"),
         ("random", {"budget": N + 1}, ValueError, "exceeds the pool size"),
-        ("random", {"budget": 2.5}, TypeError, "budget must be an int"),
+        ("random", {"budget": 2.5}, ConfigError, "budget must be an int"),
         ("random", {"budget": None}, ValueError, "budget is required"),
         ("random", {"budget": 70, "class_budget": "equal"}, ValueError, "class 2 has 20 items but its budget is 23"),
         ("random", {"budget": 5, "class_budget": {0: 30, 2: 21}}, ValueError, "class_budget sums to 51"),
@@ -198,7 +199,7 @@ def test_proxy_rejects_bad_input():
         ("sae-greedy", {"budget": 3, "tie_break": "random"}, ValueError, "tie_break"),
         ("sae-greedy", {"budget": 3, "activations": -np.ones((N, 4))}, ValueError, "non-negative"),
         ("sae-simscale", {"budget": 3, "order_by": "size"}, ValueError, "order_by must be"),
-        ("herding", {"budget": 3, "n_neighbors": 5}, TypeError, r"unknown parameter\(s\) \['n_neighbors'\]"),
+        ("herding", {"budget": 3, "n_neighbors": 5}, ConfigError, r"unknown parameter\(s\) \['n_neighbors'\]"),
         ("herding", {"budget": 3, "seed": -1}, ValueError, "seed must be >= 0"),
     ],
 )

@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from datacomp.errors import ConfigError, DataError, FormatError
 from datacomp.selectors import Selection, select, train_proxy, train_sae
 from datacomp.selectors import scores as S
 from datacomp.selectors.submodular import dense_objective, knn_graph, lazy_greedy_facility_location
@@ -40,13 +41,13 @@ def test_building_blocks_reject_bad_input(call, error, match):
     [
         ("kcenter", {"features": np.eye(4), "already_selected": np.array([0, 1, 2])}, ValueError,
          "exceeds the 1 items not in already_selected"),
-        ("longest", {"texts": "abcd"}, TypeError, "sequence of strings"),
+        ("longest", {"texts": "abcd"}, ConfigError, "sequence of strings"),
         ("sae-greedy", {"sae": object(), "n_items": 4}, ValueError, "with sae= needs features="),
         ("grand", {"probs": P, "labels": np.array(["a", "b", "a", "b"]), "features": np.ones((4, 2))},
          ValueError, "integer class labels"),
         ("sae-simscale", {"activations": np.eye(4), "order_by": "score"}, ValueError, "order_by='score' needs"),
-        ("random", {"features": np.array([["a", "b"]] * 4)}, TypeError, "features must be numeric"),
-        ("random", {"n_items": 4, "labels": np.array([{}, {}, {}, {}])}, TypeError, "labels must be integers"),
+        ("random", {"features": np.array([["a", "b"]] * 4)}, DataError, "features must be numeric"),
+        ("random", {"n_items": 4, "labels": np.array([{}, {}, {}, {}])}, DataError, "labels must be integers"),
         ("random", {"n_items": 4, "labels": Y, "class_budget": {0: -1}}, ValueError, "must be >= 0"),
         ("random", {"n_items": 0}, ValueError, "n_items must be >= 1"),
         ("sae-greedy", {"activations": sp.csr_matrix(np.full((4, 2), np.nan))}, ValueError, "NaN/inf"),

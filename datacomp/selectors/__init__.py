@@ -1,17 +1,27 @@
 """Data selection: coreset baselines, score-based pruning, CCS and SAE-driven diversity selection.
 
-Entry point: :func:`select` (``method`` in :data:`METHODS`) returning a :class:`Selection`. Building blocks:
-:func:`greedy_max_coverage`, :func:`train_sae` / :class:`TopKSAE`, the score functions in
-:mod:`datacomp.selectors.scores` and :func:`train_proxy` for training dynamics.
+Entry points: :func:`select` (arrays in, ``method`` in :data:`METHODS`) returning a :class:`Selection`, and
+:func:`select_dataset` (a dataset in, the chosen subset, its run folder and evaluation out). Every method is one
+entry of the selector registry :data:`SELECTORS`. Building blocks: :func:`greedy_max_coverage`,
+:func:`train_sae` / :class:`TopKSAE`, the score functions in :mod:`datacomp.selectors.scores` and
+:func:`train_proxy` for training dynamics.
 """
 
-from .api import METHODS, Selection, class_budgets, method_inputs, select
+from .api import METHODS, method_inputs, select
+from .budgets import class_budgets
 from .coverage import coverage_of, greedy_max_coverage
+from .inputs import Inputs
 from .proxy_training import ProxyDynamics, train_proxy
+from .registry import SELECTORS, SelectorSpec, register_selector
 from .sae import TopKSAE, train_sae
+from .selection import Selection
 
 __all__ = [
     "METHODS",
+    "SELECTORS",
+    "SelectorSpec",
+    "register_selector",
+    "Inputs",
     "Selection",
     "select",
     "class_budgets",
