@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,10 +31,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from datacomp.cost import CostLedger
+from datacomp.errors import ConfigError, DataError
+from datacomp.training import fit
 
 from . import scores as score_fns
 
-__all__ = ["ProxyDynamics", "train_proxy"]
+__all__ = ["ProxyDynamics", "ProxySettings", "train_proxy"]
 
 
 @dataclass
@@ -69,13 +72,13 @@ class ProxyDynamics:
         """EL2N at recorded ``epoch`` (default: the last), averaged over runs."""
         e = self.probs.shape[1] - 1 if epoch is None else int(epoch)
         if not -self.probs.shape[1] <= e < self.probs.shape[1]:
-            raise ValueError(f"epoch must index one of the {self.probs.shape[1]} recorded epochs, got {epoch}")
+            raise ConfigError(f"epoch must index one of the {self.probs.shape[1]} recorded epochs, got {epoch}")
         return score_fns.el2n_scores(self.probs[:, e], self.labels)
 
     def grand(self, include_bias: bool = True) -> np.ndarray:
         """GraNd of the trained proxies (closed-form last-layer gradient norm), averaged over runs."""
         if self.embeddings is None:
-            raise ValueError("grand needs penultimate embeddings: the proxy model must define forward_features "
+            raise ConfigError("grand needs penultimate embeddings: the proxy model must define forward_features "
                              "and forward_head")
         return score_fns.grand_scores(self.final_probs, self.labels, self.embeddings, include_bias=include_bias)
 
@@ -104,108 +107,153 @@ def _inference(model: nn.Module, x: torch.Tensor, batch_size: int, device: str, 
     return np.concatenate(probs), (np.concatenate(feats) if feats else None)
 
 
-def train_proxy(
-    model_factory: Callable[[], nn.Module],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    epochs: int = 10,
-    runs: int = 1,
-    batch_size: int = 128,
-    lr: float = 0.05,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    record: str = "minibatch",
-    seed: int = 0,
-    device: str = "cpu",
-    ledger=None,
-    progress: bool = True,
-    bf16: bool = False,
-) -> ProxyDynamics:
-    """Train ``runs`` proxies for ``epochs`` epochs on ``(x, y)`` and record their dynamics.
+@dataclass(frozen=True)
+class ProxySettings:
+    """How proxies are trained (DeepCore's ``EarlyTrain`` defaults).
+
+    Attributes:
+        epochs: training epochs per run (>= 1).
+        runs: independent runs (EL2N/GraNd average over them).
+        batch_size, lr, momentum, weight_decay: SGD settings (Nesterov when momentum > 0, cosine schedule).
+        record: ``"minibatch"`` or ``"eval"`` (module docstring).
+        seed: base seed (run r uses ``seed + r``).
+        bf16: run the proxy's training forward/backward under bfloat16 autocast (about 2x faster on hardware with
+            native bf16; recorded in the protocol). Scores are computed from float32 logits either way.
+    """
+
+    epochs: int = 10
+    runs: int = 1
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    record: str = "minibatch"
+    seed: int = 0
+    bf16: bool = False
+
+    def check(self) -> None:
+        if self.record not in ("minibatch", "eval"):
+            raise ConfigError(f"record must be 'minibatch' or 'eval', got {self.record!r}")
+        if self.epochs < 1 or self.runs < 1:
+            raise ConfigError(f"epochs and runs must be >= 1, got epochs={self.epochs}, runs={self.runs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+
+
+def train_proxy(model_factory: Callable[[], nn.Module], x: torch.Tensor, y: torch.Tensor,
+                settings: ProxySettings | None = None, *, device: str = "cpu", ledger: CostLedger | None = None,
+                progress: bool = True, **overrides: Any) -> ProxyDynamics:
+    """Train ``settings.runs`` proxies for ``settings.epochs`` epochs on ``(x, y)`` and record their dynamics.
 
     Args:
         model_factory: returns a fresh ``nn.Module`` mapping ``x`` batches to logits (called once per run, after
             seeding torch with ``seed + run``).
         x: ``[n, ...]`` float inputs, already in the form the model expects (e.g. normalised images, embeddings).
         y: ``[n]`` integer labels in ``[0, C)``.
-        epochs: training epochs per run (>= 1).
-        runs: independent runs (EL2N/GraNd average over them).
-        batch_size, lr, momentum, weight_decay: SGD settings (Nesterov, cosine schedule).
-        record: ``"minibatch"`` or ``"eval"`` (module docstring).
-        seed: base seed.
+        settings: :class:`ProxySettings` (default: its defaults).
         device: torch device.
         ledger: optional ``CostLedger`` that also receives the proxy phases (the dynamics always carry their own
             ledger holding only the proxy's cost).
         progress: show tqdm bars.
-        bf16: run the proxy's training forward/backward under bfloat16 autocast (about 2x faster on hardware with
-            native bf16; recorded in the protocol). Scores are computed from float32 logits either way.
+        **overrides: :class:`ProxySettings` fields replacing those of ``settings`` (``epochs=2, seed=1``).
 
     Returns:
-        :class:`ProxyDynamics`.
+        :class:`ProxyDynamics`. Each run's epochs go through :func:`datacomp.training.fit`.
     """
-    if record not in ("minibatch", "eval"):
-        raise ValueError(f"record must be 'minibatch' or 'eval', got {record!r}")
-    if epochs < 1 or runs < 1:
-        raise ValueError(f"epochs and runs must be >= 1, got epochs={epochs}, runs={runs}")
+    unknown = sorted(set(overrides) - {f.name for f in fields(ProxySettings)})
+    if unknown:
+        raise ConfigError(f"train_proxy got unknown setting(s) {unknown}; valid: "
+                          f"{[f.name for f in fields(ProxySettings)]}")
+    s = replace(settings or ProxySettings(), **overrides)
+    s.check()
     xt = torch.as_tensor(x)
     yt = torch.as_tensor(y).long().cpu()
     if xt.shape[0] != yt.shape[0] or yt.ndim != 1:
-        raise ValueError(f"y must be 1-D with one label per row of x ({xt.shape[0]}), got shape {tuple(yt.shape)}")
+        raise DataError(f"y must be 1-D with one label per row of x ({xt.shape[0]}), got shape {tuple(yt.shape)}")
     if not torch.isfinite(xt).all():
-        raise ValueError("x contains NaN or inf values")
+        raise DataError("x contains NaN or inf values")
     n = xt.shape[0]
     user_ledger, ledger = ledger, CostLedger()  # own ledger: the dynamics carry only the proxy's cost
-    steps_per_epoch = math.ceil(n / batch_size)
-    all_probs = final_probs = embeddings = None
+    rec = _Recorder(s, n)
     model_name = None
     t0 = time.perf_counter()
-    for run in range(runs):
-        torch.manual_seed(seed + run)
-        gen = torch.Generator().manual_seed(seed + run)
-        model = model_factory().to(device).train()
+    for run in range(s.runs):
+        model = _train_run(model_factory, xt, yt, s, run, device, ledger, rec, progress)
         model_name = type(model).__name__
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
-                              nesterov=momentum > 0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-        with ledger.phase("proxy-training", flops="sampled", device=device) as phase:
-            phase.extra["runs"] = 1
-            for epoch in tqdm(range(epochs), desc=f"proxy run {run}", disable=not progress, leave=False):
-                perm = torch.randperm(n, generator=gen)
-                for lo in range(0, n, batch_size):
-                    idx = perm[lo : lo + batch_size]
-                    with phase.step():
-                        xb = xt[idx].to(device)
-                        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=bf16):
-                            logits = model(xb)
-                        logits = logits.float()
-                        loss = F.cross_entropy(logits, yt[idx].to(device))
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-                        sched.step()
-                    if all_probs is None:
-                        all_probs = np.zeros((runs, epochs, n, logits.shape[1]), dtype=np.float32)
-                    if record == "minibatch":
-                        all_probs[run, epoch, idx.numpy()] = F.softmax(logits.detach().float(), -1).cpu().numpy()
-                phase.extra["samples_seen"] = phase.extra.get("samples_seen", 0) + n
-                if record == "eval":
-                    with ledger.phase("proxy-scoring", flops="full", device=device):
-                        all_probs[run, epoch] = _inference(model, xt, 1024, device, want_features=False)[0]
         with ledger.phase("proxy-scoring", flops="full", device=device):
             fp, emb = _inference(model, xt, 1024, device, want_features=True)
-        if final_probs is None:
-            final_probs = np.zeros((runs,) + fp.shape, dtype=np.float32)
-            embeddings = np.zeros((runs,) + emb.shape, dtype=np.float32) if emb is not None else None
-        final_probs[run] = fp
-        if embeddings is not None:
-            embeddings[run] = emb
+        rec.final(run, fp, emb)
     protocol = {
-        "model": model_name, "epochs": epochs, "runs": runs, "batch_size": batch_size, "lr": lr,
-        "momentum": momentum, "nesterov": momentum > 0, "weight_decay": weight_decay, "schedule": "cosine",
-        "optimizer": "sgd", "record": record, "bf16": bf16, "seed": seed, "n_train": n,
-        "samples_seen": runs * epochs * n, "inference_passes": runs * (1 + (epochs if record == "eval" else 0)),
+        "model": model_name, "epochs": s.epochs, "runs": s.runs, "batch_size": s.batch_size, "lr": s.lr,
+        "momentum": s.momentum, "nesterov": s.momentum > 0, "weight_decay": s.weight_decay, "schedule": "cosine",
+        "optimizer": "sgd", "record": s.record, "bf16": s.bf16, "seed": s.seed, "n_train": n,
+        "samples_seen": s.runs * s.epochs * n,
+        "inference_passes": s.runs * (1 + (s.epochs if s.record == "eval" else 0)),
         "seconds": time.perf_counter() - t0, "device": str(device),
     }
     if user_ledger is not None:
         user_ledger.merge(ledger)
-    return ProxyDynamics(all_probs, final_probs, embeddings, yt.numpy().astype(np.int64), protocol, ledger)
+    return ProxyDynamics(rec.probs, rec.final_probs, rec.embeddings, yt.numpy().astype(np.int64), protocol, ledger)
+
+
+class _Recorder:
+    """The arrays the runs fill: per-epoch probabilities, final probabilities and embeddings."""
+
+    def __init__(self, s: ProxySettings, n: int) -> None:
+        self.s, self.n = s, n
+        self.probs = self.final_probs = self.embeddings = None
+
+    def minibatch(self, run: int, epoch: int, idx: torch.Tensor, logits: torch.Tensor) -> None:
+        if self.probs is None:
+            self.probs = np.zeros((self.s.runs, self.s.epochs, self.n, logits.shape[1]), dtype=np.float32)
+        if self.s.record == "minibatch":
+            self.probs[run, epoch, idx.numpy()] = F.softmax(logits.detach().float(), -1).cpu().numpy()
+
+    def final(self, run: int, fp: np.ndarray, emb: np.ndarray | None) -> None:
+        if self.final_probs is None:
+            self.final_probs = np.zeros((self.s.runs,) + fp.shape, dtype=np.float32)
+            self.embeddings = np.zeros((self.s.runs,) + emb.shape, dtype=np.float32) if emb is not None else None
+        self.final_probs[run] = fp
+        if self.embeddings is not None:
+            self.embeddings[run] = emb
+
+
+def _train_run(model_factory: Callable[[], nn.Module], xt: torch.Tensor, yt: torch.Tensor, s: ProxySettings,
+               run: int, device: str, ledger: CostLedger, rec: _Recorder, progress: bool) -> nn.Module:
+    """One proxy run: SGD (Nesterov) with a per-step cosine schedule, through :func:`datacomp.training.fit`."""
+    n = xt.shape[0]
+    torch.manual_seed(s.seed + run)
+    gen = torch.Generator().manual_seed(s.seed + run)
+    model = model_factory().to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay,
+                          nesterov=s.momentum > 0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.epochs * math.ceil(n / s.batch_size))
+    epoch = [0]
+
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        xb = xt[idx].to(device)
+        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=s.bf16):
+            logits = model(xb)
+        logits = logits.float()
+        loss = F.cross_entropy(logits, yt[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        rec.minibatch(run, epoch[0], idx, logits)
+        return loss.detach()
+
+    def after_epoch(e: int, loss: torch.Tensor) -> None:
+        phase.extra["samples_seen"] = phase.extra.get("samples_seen", 0) + n
+        if s.record == "eval":
+            with ledger.phase("proxy-scoring", flops="full", device=device):
+                rec.probs[run, e] = _inference(model, xt, 1024, device, want_features=False)[0]
+        epoch[0] = e + 1
+
+    with ledger.phase("proxy-training", flops="sampled", device=device) as phase:
+        phase.extra["runs"] = 1
+        fit(step, n, s.batch_size, s.epochs, gen, phase=phase, after_epoch=after_epoch,
+            progress=f"proxy run {run}" if progress else None)
+    return model

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from safetensors import safe_open
+from safetensors.torch import save
+
 from datacomp.cost import CostLedger
+from datacomp.errors import ConfigError, DataError, FormatError, MissingInputError
+from datacomp.io import atomic_write
 
 __all__ = ["TopKSAE", "train_sae", "default_lr", "geometric_median"]
 
@@ -61,10 +65,10 @@ def geometric_median(x: torch.Tensor, iters: int = 50, eps: float = 1e-8) -> tor
 def _to_tensor(x: np.ndarray | torch.Tensor, name: str = "x") -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach()
     if t.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D [n, d] matrix, got shape {tuple(t.shape)}")
+        raise DataError(f"{name} must be a 2-D [n, d] matrix, got shape {tuple(t.shape)}")
     t = t.to(torch.float32).cpu()
     if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or inf values; clean or impute them before training the SAE")
+        raise DataError(f"{name} contains NaN or inf values; clean or impute them before training the SAE")
     return t
 
 
@@ -80,7 +84,7 @@ class TopKSAE(nn.Module):
     def __init__(self, d_in: int, n_latents: int, k: int, input_scale: float = 1.0) -> None:
         super().__init__()
         if not 1 <= k <= n_latents:
-            raise ValueError(f"k must be in [1, n_latents={n_latents}], got {k}")
+            raise ConfigError(f"k must be in [1, n_latents={n_latents}], got {k}")
         self.d_in, self.n_latents, self.k = int(d_in), int(n_latents), int(k)
         self.b_pre = nn.Parameter(torch.zeros(d_in))
         self.W_enc = nn.Parameter(torch.zeros(n_latents, d_in))
@@ -126,7 +130,7 @@ class TopKSAE(nn.Module):
         """Latent activations as a ``scipy.sparse.csr_matrix`` ``[n, n_latents]`` float32 (positive entries only)."""
         xt = _to_tensor(x)
         if xt.shape[1] != self.d_in:
-            raise ValueError(f"x has {xt.shape[1]} features but the SAE expects d_in={self.d_in}")
+            raise DataError(f"x has {xt.shape[1]} features but the SAE expects d_in={self.d_in}")
         device = self.W_enc.device
         vals, idxs = [], []
         for lo in range(0, xt.shape[0], batch_size):
@@ -160,39 +164,33 @@ class TopKSAE(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Atomic safetensors write; config and history go into the file's JSON metadata."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
         tensors = {name: p.detach().cpu().contiguous() for name, p in self.state_dict().items()}
         meta = {"format": _FORMAT, "config": json.dumps({**self.config, "d_in": self.d_in,
                 "n_latents": self.n_latents, "k": self.k}), "history": json.dumps(self.history)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(path, save(tensors, metadata=meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> TopKSAE:
         """Load and validate a file written by :meth:`save`."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
+        if not Path(path).is_file():
+            raise MissingInputError(f"--sae {path} does not exist (a TopKSAE .safetensors file)")
+        try:
+            f_ctx = safe_open(str(path), framework="pt")
+        except Exception as err:  # safetensors raises its own error types for malformed files
+            raise FormatError(f"{path} is not a readable safetensors file ({err})") from err
+        with f_ctx as f:
             meta = f.metadata() or {}
             if meta.get("format") != _FORMAT:
-                raise ValueError(f"{path} is not a datacomp TopKSAE file (format={meta.get('format')!r})")
+                raise FormatError(f"{path} is not a datacomp TopKSAE file (format={meta.get('format')!r})")
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         cfg = json.loads(meta["config"])
         sae = cls(cfg["d_in"], cfg["n_latents"], cfg["k"])
         expected = {name: tuple(t.shape) for name, t in sae.state_dict().items()}
         got = {name: tuple(t.shape) for name, t in tensors.items()}
         if expected != got:
-            raise ValueError(f"{path}: tensors {got} do not match the config's shapes {expected}")
+            raise FormatError(f"{path}: tensors {got} do not match the config's shapes {expected}")
         if not all(torch.isfinite(t).all() for t in tensors.values()):
-            raise ValueError(f"{path}: weights contain NaN/inf")
+            raise FormatError(f"{path}: weights contain NaN/inf")
         sae.load_state_dict(tensors)
         sae.config = cfg
         sae.history = json.loads(meta.get("history", "{}"))
@@ -286,14 +284,14 @@ def train_sae(
     xt = _to_tensor(x)
     n, d = xt.shape
     if n < 2:
-        raise ValueError(f"x needs at least 2 rows to train an SAE, got {n}")
+        raise DataError(f"x needs at least 2 rows to train an SAE, got {n}")
     if steps is not None and epochs is not None:
-        raise ValueError("pass either steps= or epochs=, not both")
+        raise ConfigError("pass either steps= or epochs=, not both")
     batch_size = int(min(batch_size, n))
     per_epoch = math.ceil(n / batch_size)
     total_steps = int(steps) if steps is not None else int(epochs if epochs is not None else 10) * per_epoch
     if total_steps < 1:
-        raise ValueError(f"steps/epochs must give at least one step, got {total_steps}")
+        raise ConfigError(f"steps/epochs must give at least one step, got {total_steps}")
     lr = default_lr(n_latents) if lr is None else float(lr)
     warmup = min(1000, total_steps // 10) if lr_warmup_steps is None else int(lr_warmup_steps)
     k_aux = d // 2 if k_aux is None else int(k_aux)
@@ -307,7 +305,7 @@ def train_sae(
         sample = xt[torch.randperm(n, generator=gen)[:32_768]] * scale
         sae.init_weights(gen, b_pre=geometric_median(sample))
     elif sae.d_in != d:
-        raise ValueError(f"sae expects d_in={sae.d_in}, x has {d} features")
+        raise ConfigError(f"sae expects d_in={sae.d_in}, x has {d} features")
     sae = sae.to(device).train()
     xt = xt.to(device)
     opt = torch.optim.Adam(sae.parameters(), lr=lr, eps=6.25e-10)
@@ -342,46 +340,3 @@ def train_sae(
                   "dead_after": dead_after, "normalize": normalize, "input_scale": float(sae.input_scale),
                   "n_train": n, "adam_eps": 6.25e-10}
     return sae.eval()
-
-
-def default_sae_cache_dir() -> Path:
-    """``$DATACOMP_CACHE/sae``, or ``~/.cache/datacomp/sae``."""
-    return Path(os.environ.get("DATACOMP_CACHE", Path.home() / ".cache" / "datacomp")).expanduser() / "sae"
-
-
-def sae_cache_key(x: np.ndarray | torch.Tensor, **settings) -> str:
-    """Key of an SAE trained on ``x`` with ``settings``: BLAKE2 of the exact embedding bytes plus the settings."""
-    import hashlib
-
-    array = np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
-    digest = hashlib.blake2b(digest_size=12)
-    digest.update(json.dumps({"shape": array.shape, "dtype": str(array.dtype), **settings}, sort_keys=True,
-                             default=str).encode())
-    digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
-
-
-def cached_train_sae(x: np.ndarray | torch.Tensor, cache: bool = True, cache_dir: str | os.PathLike | None = None,
-                     device: str = "cpu", progress: bool = True, **settings) -> tuple[TopKSAE, bool, str]:
-    """:func:`train_sae` on ``x``, reusing the SAE of an earlier call with the same embeddings and settings.
-
-    Training a 2048-latent SAE on 50k CIFAR features takes ~9 minutes on 2 CPU cores; every selection method and
-    budget that reads the same features can share it. The file keeps the training history and one-off cost, so a
-    selection that loads it still reports what the SAE cost to make.
-
-    Returns:
-        ``(sae, from_cache, key)``.
-    """
-    key = sae_cache_key(x, **settings)
-    path = Path(cache_dir) if cache_dir is not None else default_sae_cache_dir()
-    path = path / f"sae-{key}.safetensors"
-    if cache and path.is_file():
-        return TopKSAE.load(path, device=device), True, key
-    sae = train_sae(x, device=device, progress=progress, **settings)
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sae.save(path)
-    return sae, False, key
-
-
-__all__ += ["cached_train_sae", "sae_cache_key", "default_sae_cache_dir"]
