@@ -10,6 +10,9 @@ between phases; the peak itself is unchanged).
 
 ``datacomp``'s command line calls :func:`keep_freed_memory` on start; library users may call it themselves. Set
 ``DATACOMP_MALLOC=default`` to keep glibc's behaviour.
+
+:func:`resolve_device` turns a device name (``auto`` by default everywhere) into the device to use, failing before any
+work when it is not there.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import ctypes.util
 import os
 import platform
 
-__all__ = ["keep_freed_memory", "native_bf16"]
+from .errors import DeviceError
+
+__all__ = ["keep_freed_memory", "native_bf16", "resolve_device"]
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's <malloc.h>
 _M_MMAP_THRESHOLD = -3
@@ -85,3 +90,29 @@ def _cpu_has_bf16() -> bool:
             flags = []
         _cpu_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
     return _cpu_bf16
+
+
+def resolve_device(name: str | None, option: str = "--device") -> str:
+    """``auto`` (or ``None``) -> ``cuda`` when a GPU is visible, else ``cpu``; a device that is not there raises
+    :class:`~datacomp.errors.DeviceError` (naming ``option``) before any work starts."""
+    import torch
+
+    name = "auto" if name is None else str(name)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"{option} {name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"{option} {name}: no CUDA GPU is visible on this machine; use {option} cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"{option} {name}: only {torch.cuda.device_count()} GPU(s) visible; use cuda:0 .. "
+                              f"cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"{option} {name}: MPS is not available here; use {option} cpu (or auto)")
+    elif device.type != "cpu":
+        raise DeviceError(f"{option} {name}: unsupported device type {device.type!r}; use auto, cpu or cuda")
+    return str(device)

@@ -45,7 +45,7 @@ def test_cli_help_names_every_protocol(capsys):
     [(lambda: get_protocol("fast"), "unknown protocol 'fast'"),
      (lambda: get_protocol("quick", epochs=0), "epochs >= 1"),
      (lambda: get_protocol("quick", optimizer="adam"), "optimizer must be"),
-     (lambda: get_protocol("quick", augment="mixup"), "augment must be"),
+     (lambda: get_protocol("quick", augment="mixup"), "protocol augment: unknown augmentation .mixup."),
      (lambda: get_protocol("quick", select="median"), "select must be"),
      (lambda: get_protocol("quick", nonsense=1), "unknown protocol field")],
 )

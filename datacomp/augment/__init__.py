@@ -21,13 +21,15 @@ Modules:
   * :mod:`~datacomp.augment.ops`: the differentiable ops;
   * :mod:`~datacomp.augment.dsa`: ``DSA``;
   * :mod:`~datacomp.augment.diffaug`: ``DiffAug``;
-  * :mod:`~datacomp.augment.mixing`: ``cutmix`` and ``cutmix_loss``.
+  * :mod:`~datacomp.augment.mixing`: ``cutmix`` and ``cutmix_loss``;
+  * :mod:`~datacomp.augment.factory`: ``make_augment``, the named pipelines (``PIPELINES``) every trainer uses.
 """
 
 from __future__ import annotations
 
 from .diffaug import DiffAug
 from .dsa import DSA
+from .factory import PIPELINES, check_augment, make_augment
 from .mixing import cutmix, cutmix_loss
 from .strategy import (
     AUGMENT_OPS,
@@ -51,8 +53,11 @@ __all__ = [
     "DSAParams",
     "DiffAug",
     "GEOMETRIC_OPS",
+    "PIPELINES",
+    "check_augment",
     "cutmix",
     "cutmix_loss",
     "dsa_strategy_for",
+    "make_augment",
     "parse_strategy",
 ]

@@ -24,10 +24,10 @@ __all__ = ["main", "build_parser", "protocol_help"]
 
 # Commands contributed by other modules: (module, fallback help shown when the module is absent).
 _PLUGINS = (
-    "datacomp.distillers.cli",
+    "datacomp.cli.distill",
     "datacomp.selectors.cli",
     "datacomp.report",
-    "datacomp.compression.cli",
+    "datacomp.cli.compress",
 )
 
 
@@ -97,7 +97,9 @@ def run_record(kind: str, synset, dataset, ledger_dict: dict, eval_result=None, 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from datacomp.cost import CostLedger
     from datacomp.data import load_dataset
-    from datacomp.evaluation import evaluate_random_baseline, evaluate_synset, get_protocol, improvement_over_random
+    from datacomp.evaluation import (
+        baseline_counts, evaluate_random_baseline, evaluate_synset, get_protocol, improvement_over_random,
+    )
     from datacomp.synset import SyntheticSet
 
     synset = SyntheticSet.load(args.path)
@@ -111,10 +113,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         results[model] = evaluate_synset(synset, ds, model=model, protocol=protocol, runs=args.runs, seed=args.seed,
                                          device=args.device)
         if args.baseline:
-            baselines[model] = evaluate_random_baseline(ds, synset.images_per_class() if synset.factor == 1 else
-                                                        [k * synset.factor**2 for k in synset.images_per_class()],
-                                                        seed=args.seed, model=model, protocol=protocol,
-                                                        runs=args.runs, device=args.device)
+            baselines[model] = evaluate_random_baseline(ds, baseline_counts(synset), seed=args.seed, model=model,
+                                                        protocol=protocol, runs=args.runs, device=args.device)
     rows = []
     for model, res in results.items():
         row = [model, protocol.name, len(res.accuracies), f"{100 * res.mean:.2f} +- {100 * res.std:.2f}",
@@ -153,7 +153,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """The README's main job: distil digits with NCFM (when available) and evaluate against random real images."""
     try:
-        distill_cli = importlib.import_module("datacomp.distillers.cli")
+        distill_cli = importlib.import_module("datacomp.cli.distill")
     except ImportError:
         distill_cli = None
     if distill_cli is not None and hasattr(distill_cli, "run_demo"):

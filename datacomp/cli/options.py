@@ -11,7 +11,8 @@ import argparse
 import json
 from typing import Any
 
-from datacomp.errors import ConfigError, DeviceError
+from datacomp.errors import ConfigError
+from datacomp.runtime import resolve_device  # noqa: F401  (moved to datacomp.runtime; re-exported here)
 
 __all__ = [
     "add_set", "parse_set", "add_quiet", "add_device", "resolve_device", "add_seed", "add_out", "add_dataset",
@@ -49,32 +50,6 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="torch device: auto (cuda when available, else cpu), cpu, cuda or cuda:N")
-
-
-def resolve_device(name: str | None) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; a device that is not there raises
-    :class:`~datacomp.errors.DeviceError` before any work starts."""
-    import torch
-
-    name = "auto" if name is None else str(name)
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise DeviceError(f"--device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name}: no CUDA GPU is visible on this machine; use --device cpu (or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible; use cuda:0 .. "
-                              f"cuda:{torch.cuda.device_count() - 1}")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise DeviceError(f"--device {name}: MPS is not available here; use --device cpu (or auto)")
-    elif device.type != "cpu":
-        raise DeviceError(f"--device {name}: unsupported device type {device.type!r}; use auto, cpu or cuda")
-    return str(device)
 
 
 def add_seed(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,114 @@
+"""Training one fresh classifier on a small set under a protocol (:func:`train_classifier`).
+
+The loop itself is :func:`datacomp.training.fit`; this module adds what a protocol asks for: the optimiser and its
+schedule, the augmentation pipeline (:func:`datacomp.augment.make_augment`), CutMix and the test checkpoints of
+``select="best"`` protocols.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..augment import cutmix, make_augment
+from ..cost import CostLedger
+from ..errors import ConfigError
+from ..training import batch_backward, fit, micro_batch_size, test_accuracy
+from .protocols import Protocol, get_protocol
+
+__all__ = ["train_classifier"]
+
+
+def _make_augment(protocol: Protocol, dataset_name: str, seed: int):
+    """The protocol's augmentation, its draws seeded with ``seed`` (reproducible per run)."""
+    if protocol.augment == "none":
+        return None
+    return make_augment(protocol.augment, dataset=dataset_name, generator=torch.Generator().manual_seed(seed),
+                        strategy=protocol.augment_strategy)
+
+
+def _optimizer(model: nn.Module, protocol: Protocol) -> tuple[torch.optim.Optimizer, Any]:
+    if protocol.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=protocol.lr, momentum=protocol.momentum,
+                              weight_decay=protocol.weight_decay)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay)
+    milestones = sorted({max(1, int(round(m * protocol.epochs))) for m in protocol.milestones})
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=protocol.gamma)
+
+
+def train_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    protocol: Protocol | str,
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    weights: torch.Tensor | None = None,
+    dataset_name: str = "",
+    generator: torch.Generator | None = None,
+    ledger: CostLedger | None = None,
+    phase: str = "train-on-subset",
+    progress: bool = False,
+) -> dict:
+    """Train ``model`` on normalised ``x`` with hard (``[N]``) or soft (``[N, K]``) labels ``y`` under ``protocol``.
+
+    Returns:
+        ``{"accuracy": final-or-best test accuracy (if ``test`` given), "final_accuracy", "best_accuracy",
+        "history": [(epoch, acc), ...], "steps": optimiser steps}``.
+    """
+    protocol = get_protocol(protocol)
+    if len(x) != len(y):
+        raise ConfigError(f"x and y lengths differ: {len(x)} vs {len(y)}")
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    weights = weights.to(device) if weights is not None else None
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    aug = _make_augment(protocol, dataset_name, int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    opt, sched = _optimizer(model, protocol)
+    n = len(x)
+    ledger = ledger if ledger is not None else CostLedger()
+    history: list[tuple[int, float]] = []
+    micro = micro_batch_size(model, device)
+
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        idx = idx.to(device)
+        xb, yb = x[idx], y[idx]
+        wb = weights[idx] if weights is not None else None
+        if aug is not None:
+            xb = aug(xb)
+        if protocol.cutmix_prob > 0:
+            xb, ya, yb2, lam = cutmix(xb, yb, beta=1.0, prob=protocol.cutmix_prob, generator=gen)
+            targets = [(lam, ya), (1 - lam, yb2)]
+        else:
+            targets = [(1.0, yb)]
+        opt.zero_grad(set_to_none=True)
+        loss = batch_backward(model, xb, targets, wb, protocol.bf16, micro)
+        opt.step()
+        return loss
+
+    def after_epoch(epoch: int, loss: torch.Tensor) -> None:
+        sched.step()
+        if not torch.isfinite(loss):
+            return  # fit raises
+        if test is not None and protocol.select == "best" and protocol.eval_every and (epoch + 1) % protocol.eval_every == 0:
+            with ledger.phase("evaluation"):  # nested phases are exclusive: testing is not training cost
+                history.append((epoch + 1, test_accuracy(model, *test)))
+
+    model.train()
+    with ledger.phase(phase, flops="sampled", device=str(device)) as ph:
+        fit(step, n, protocol.batch_size, protocol.epochs, gen, ph, after_epoch,
+            f"train ({protocol.name})" if progress else None)
+        # runs / samples_seen add up across entries of the phase (see datacomp.cost.PhaseHandle.extra)
+        ph.extra.update(runs=1, samples_seen=n * protocol.epochs, epochs=protocol.epochs,
+                        protocol_kind="fixed-epoch", num_train_images=n, protocol=protocol.name)
+    result: dict[str, Any] = {"steps": math.ceil(n / protocol.batch_size) * protocol.epochs, "history": history}
+    if test is not None:
+        final = test_accuracy(model, *test)
+        if not history or history[-1][0] != protocol.epochs:
+            history.append((protocol.epochs, final))
+        result.update(final_accuracy=final, best_accuracy=max(a for _, a in history))
+        result["accuracy"] = result["best_accuracy"] if protocol.select == "best" else final
+    return result

@@ -1,0 +1,158 @@
+"""Evaluation protocols: named presets of how a fresh model is trained on a small set and scored.
+
+Every preset in :data:`PROTOCOLS` names its source. :func:`get_protocol` returns a preset, optionally with fields
+overridden (the name then records the overrides, so an accuracy always says which protocol produced it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from ..augment import check_augment
+from ..errors import ConfigError, FormatError
+
+__all__ = ["Protocol", "PROTOCOLS", "get_protocol"]
+
+# datacomp 0.1.0 wrote augment="diffaug" (with the DiffAug strategy in augment_strategy) for what is now the
+# pipeline named by the strategy itself; its evaluation default was NCFM's evaluation pipeline.
+_LEGACY_DIFFAUG_DEFAULT = "color_crop_flip_scale_rotate"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a fresh model is trained on a small set and scored.
+
+    Attributes:
+        name: Preset name.
+        optimizer: ``sgd`` or ``adamw``.
+        lr: Learning rate.
+        momentum: SGD momentum.
+        weight_decay: Weight decay (AdamW: decoupled).
+        epochs: Training epochs (fixed-epoch protocol).
+        batch_size: Mini-batch size.
+        milestones: Fractions of ``epochs`` at which the lr is multiplied by ``gamma``.
+        gamma: LR decay factor.
+        augment: A pipeline of :func:`datacomp.augment.make_augment`: ``none``, ``dsa`` (per-sample DSA, mode S) or
+            a per-sample DiffAug pipeline such as ``color_crop_flip_scale_rotate`` (NCFM's evaluation). The 0.1.0
+            value ``diffaug`` is read as the pipeline in ``augment_strategy`` (default
+            ``color_crop_flip_scale_rotate``).
+        augment_strategy: DSA op strategy for ``augment="dsa"`` (``None`` = the dataset's reference strategy).
+        cutmix_prob: Probability of CutMix per batch (0 = off).
+        select: ``final`` (accuracy after the last epoch) or ``best`` (best test accuracy over checkpoints).
+        eval_every: Epochs between test checkpoints when ``select == "best"``.
+        bf16: Train under bfloat16 autocast (weights, optimiser and test-time forward stay float32). About 2x faster
+            on hardware with native bf16 (AVX-512-BF16/AMX CPUs, GPUs), much slower without it; a different
+            protocol from the float32 one, so its name says so (``quick-bf16``, or ``...+bf16=True`` as override).
+        source: Where the preset comes from.
+    """
+
+    name: str
+    optimizer: str
+    lr: float
+    epochs: int
+    batch_size: int
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: tuple[float, ...] = (0.5,)
+    gamma: float = 0.1
+    augment: str = "none"
+    augment_strategy: str | None = None
+    cutmix_prob: float = 0.0
+    select: str = "final"
+    eval_every: int = 0
+    bf16: bool = False
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.augment == "diffaug":  # a 0.1.0 protocol: the strategy field held the DiffAug pipeline
+            object.__setattr__(self, "augment", self.augment_strategy or _LEGACY_DIFFAUG_DEFAULT)
+            object.__setattr__(self, "augment_strategy", None)
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"protocol optimizer must be 'sgd' or 'adamw', got '{self.optimizer}'")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ConfigError(f"protocol needs epochs >= 1, batch_size >= 1 and lr > 0 (got {self.epochs}, "
+                              f"{self.batch_size}, {self.lr})")
+        check_augment(self.augment, "protocol augment")
+        if self.augment_strategy is not None and self.augment != "dsa":
+            raise ConfigError(f"protocol augment_strategy applies to augment='dsa' only; the pipeline "
+                              f"'{self.augment}' names its own ops")
+        if self.select not in ("final", "best"):
+            raise ConfigError(f"protocol select must be 'final' or 'best', got '{self.select}'")
+        if not 0 <= self.cutmix_prob <= 1:
+            raise ConfigError(f"cutmix_prob must be in [0, 1], got {self.cutmix_prob}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "Protocol":
+        """Read ``to_dict()`` output, also as written by datacomp 0.1.0 (``protocol_config`` of ``run.json``)."""
+        if not isinstance(doc, dict):
+            raise FormatError(f"a protocol config must be a JSON object, got {type(doc).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - names)
+        if unknown:
+            raise FormatError(f"protocol config has unknown field(s) {unknown}; known: {sorted(names)}")
+        try:
+            return cls(**doc)
+        except TypeError as err:
+            raise FormatError(f"protocol config is incomplete: {err}") from None
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in [
+        Protocol(
+            "dm", "sgd", 0.01, epochs=1000, batch_size=256, milestones=(0.5,), gamma=0.1, augment="dsa",
+            source="DC/DSA/DM reference evaluate_synset (VICO-UoE/DatasetCondensation): SGD 0.01 momentum 0.9 "
+                   "wd 5e-4, 1000 epochs, lr x0.1 at half, batch 256, DSA, final-epoch accuracy",
+        ),
+        Protocol(
+            "ncfm", "adamw", 0.001, epochs=2000, batch_size=128, weight_decay=0.01,
+            milestones=(0.2, 0.4, 0.6, 0.8), gamma=0.5, augment="color_crop_flip_scale_rotate",
+            cutmix_prob=0.5, select="best", eval_every=100,
+            source="NCFM evaluation script (gszfwsb/NCFM): AdamW 1e-3 (wd 0.01), batch 128, 2000 epochs, MultiStep "
+                   "x0.5 at 20/40/60/80%, DiffAug + CutMix 0.5, best test accuracy over checkpoints every 100 epochs",
+        ),
+        Protocol(
+            "quick", "sgd", 0.01, epochs=300, batch_size=256, milestones=(0.5,), gamma=0.1, augment="none",
+            source="DC reference without augmentation (300 epochs, SGD 0.01 momentum 0.9 wd 5e-4, lr x0.1 at half, "
+                   "batch 256, final-epoch accuracy); CPU-sized",
+        ),
+        Protocol(
+            "quick-bf16", "sgd", 0.01, epochs=300, batch_size=256, milestones=(0.5,), gamma=0.1, augment="none",
+            bf16=True,
+            source="the 'quick' protocol with training under bfloat16 autocast: ~2x faster on CPUs with native bf16 "
+                   "(AVX-512-BF16/AMX)",
+        ),
+        Protocol(
+            "smoke", "sgd", 0.01, epochs=30, batch_size=256, milestones=(0.5,), gamma=0.1, augment="none",
+            source="the 'quick' protocol cut to 30 epochs: for tests and smoke runs only, not for reporting",
+        ),
+    ]
+}
+
+
+def get_protocol(name: str | Protocol, **overrides: Any) -> Protocol:
+    """A preset by name, optionally with fields overridden (the name then gets a ``+`` suffix)."""
+    if isinstance(name, Protocol):
+        base = name
+    elif name not in PROTOCOLS:
+        close = difflib.get_close_matches(str(name), list(PROTOCOLS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown protocol '{name}'{hint}; choose one of {', '.join(PROTOCOLS)}")
+    else:
+        base = PROTOCOLS[name]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if not overrides:
+        return base
+    bad = set(overrides) - {f.name for f in dataclasses.fields(Protocol)}
+    if bad:
+        raise ConfigError(f"unknown protocol field(s) {sorted(bad)}; known: "
+                          f"{', '.join(f.name for f in dataclasses.fields(Protocol))}")
+    changed = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    return dataclasses.replace(base, name=f"{base.name}+{changed}", **overrides)
