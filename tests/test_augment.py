@@ -570,3 +570,47 @@ def test_dsa_strategy_for_rejects_non_string():
 def test_all_exports_exist():
     for name in augment.__all__:
         assert hasattr(augment, name)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The factory: named pipelines
+
+
+@pytest.mark.parametrize(
+    "name, dataset, expected",
+    [("dsa", "digits", DSA(DSA_NO_FLIP_STRATEGY, generator=5)), ("dsa", "cifar10", DSA(DSA_FULL_STRATEGY, generator=5)),
+     ("color_crop_flip_scale_rotate", "", DiffAug("color_crop_flip_scale_rotate", batch_shared=False, generator=5)),
+     ("color_crop_cutout", "", DiffAug("color_crop_cutout", batch_shared=False, generator=5)),
+     ("color_crop", "", DiffAug("color_crop", batch_shared=False, generator=5))],
+)
+def test_make_augment_pipelines_draw_like_the_classes(name, dataset, expected):
+    from datacomp.augment import PIPELINES, make_augment
+
+    assert name in PIPELINES
+    aug = make_augment(name, dataset=dataset, generator=torch.Generator().manual_seed(5))
+    assert type(aug) is type(expected) and aug.strategy == expected.strategy
+    x = _images(8, seed=3)
+    assert torch.equal(aug(x), expected(x)) and torch.equal(aug(x), expected(x))  # same draws, call after call
+
+
+def test_make_augment_none_and_options():
+    from datacomp.augment import make_augment
+
+    assert make_augment("none") is None
+    assert make_augment("dsa", strategy="crop").strategy == "crop"
+    assert make_augment("color_crop_cutout", batch_shared=True).batch_shared
+    assert make_augment("flip_crop").strategy == "flip_crop"  # any DiffAug strategy names its pipeline
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(name="diffaug"), "ambiguous.*color_crop_flip_scale_rotate.*color_crop_cutout"),
+     (dict(name="mixup"), "unknown augmentation 'mixup'; choose one of none, dsa"),
+     (dict(name="color_crop", strategy="crop"), "strategy= applies to the 'dsa' pipeline only")],
+)
+def test_make_augment_rejects_unknown_and_ambiguous_names(kwargs, match):
+    from datacomp.augment import make_augment
+    from datacomp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        make_augment(**kwargs)

@@ -54,6 +54,19 @@ def test_bad_protocols(call, match):
         call()
 
 
+def test_protocols_name_their_augmentation_and_read_0_1_0_configs():
+    from datacomp.evaluation import Protocol
+
+    assert PROTOCOLS["ncfm"].augment == "color_crop_flip_scale_rotate" and PROTOCOLS["ncfm"].augment_strategy is None
+    old = dict(PROTOCOLS["ncfm"].to_dict(), augment="diffaug", augment_strategy="color_crop_flip_scale_rotate")
+    assert Protocol.from_dict(old) == PROTOCOLS["ncfm"]  # a 0.1.0 run.json protocol_config
+    assert get_protocol("quick", augment="diffaug").augment == "color_crop_flip_scale_rotate"  # 0.1.0's default
+    with pytest.raises(ValueError, match="augment_strategy applies to augment='dsa' only"):
+        get_protocol("quick", augment="color_crop", augment_strategy="crop")
+    with pytest.raises(ValueError, match="unknown field"):
+        Protocol.from_dict(dict(old, colour=1))
+
+
 def test_override_renames_the_protocol():
     assert get_protocol("quick", epochs=5).name == "quick+epochs=5"
 
@@ -170,6 +183,71 @@ def test_cli_subset_then_eval(tmp_path, capsys):
     assert set(doc["results"]) == {"convnet-3-in", "mlp"} and len(doc["results"]["mlp"]["accuracies"]) == 1
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["kind"] == "eval" and run["eval"]["mean"] > 0.1 and run["baseline"] is not None
+
+
+def _mosaic_set(ds, ipc=3, factor=2):
+    syn = random_subset(ds, ipc, seed=4)
+    return SyntheticSet(syn.images, syn.labels, dict(syn.metadata, factor=factor))
+
+
+def test_baseline_counts_are_the_stored_images_per_class():
+    from datacomp.evaluation import baseline_counts
+
+    ds = load_dataset("digits")
+    assert baseline_counts(_mosaic_set(ds, ipc=3, factor=2)) == [3] * 10  # not 2 x 2 x 3 decoded images
+    assert len(_mosaic_set(ds, 3, 2).training_tensors()[0]) == 120
+    sel = random_subset(ds, [1, 2, 3, 1, 1, 1, 1, 1, 1, 4], seed=0)
+    assert baseline_counts(sel) == [1, 2, 3, 1, 1, 1, 1, 1, 1, 4]
+
+
+def test_random_baseline_set_keeps_empty_classes_empty_and_the_other_draws():
+    from datacomp.evaluation import random_baseline_set
+
+    ds = load_dataset("digits")
+    counts = [0, 2, 3, 0, 1, 1, 1, 1, 1, 4]
+    base = random_baseline_set(ds, counts, seed=7)
+    assert base.images_per_class() == counts
+    full = random_subset(ds, [max(c, 1) for c in counts], seed=7)
+    for c, k in enumerate(counts):
+        assert torch.equal(base.source_indices[base.labels == c], full.source_indices[full.labels == c][:k])
+    assert torch.equal(random_baseline_set(ds, 3, seed=2).images, random_subset(ds, 3, seed=2).images)
+    with pytest.raises(ValueError, match="not all 0"):
+        random_baseline_set(ds, [0] * 10)
+
+
+def test_evaluate_scores_a_set_and_its_random_baseline():
+    import datacomp
+    from datacomp.evaluation import baseline_counts
+
+    ds = load_dataset("digits")
+    syn = _mosaic_set(ds, ipc=2, factor=2)
+    res = datacomp.evaluate(syn, ds, protocol="smoke", runs=1, seed=3, device="cpu", progress=False)
+    same = evaluate_synset(syn, ds, protocol="smoke", runs=1, seed=3, progress=False)
+    base = evaluate_random_baseline(ds, baseline_counts(syn), seed=3, protocol="smoke", runs=1, progress=False)
+    assert res.accuracies == same.accuracies and res.baseline.accuracies == base.accuracies
+    assert res.baseline.num_train_images == 20 and res.num_train_images == 80
+    assert res.improvement_over_random == pytest.approx(improvement_over_random(same, base))
+    doc = res.to_dict()
+    assert doc["baseline"]["num_train_images"] == 20 and "improvement_over_random" in doc
+    assert type(res).from_dict(doc).baseline.accuracies == base.accuracies
+    assert datacomp.evaluate(syn, ds, protocol="smoke", runs=1, baseline=False, progress=False).baseline is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [(dict(device="cuda:7"), "DeviceError", "device cuda:7"), (dict(synset=3), "ConfigError", "synset must be"),
+     (dict(synset="/no/such.safetensors"), "FileNotFoundError", "no SyntheticSet at"),
+     (dict(protocol="fastest"), "ConfigError", "unknown protocol 'fastest'")],
+)
+def test_evaluate_rejects_bad_arguments_before_training(kwargs, error, match):
+    import datacomp
+    import datacomp.errors as errors
+
+    ds = load_dataset("digits")
+    syn = kwargs.pop("synset", random_subset(ds, 1))
+    cls = getattr(errors, error, None) or getattr(__builtins__, error, None) or FileNotFoundError
+    with pytest.raises(cls, match=match):
+        datacomp.evaluate(syn, ds, progress=False, **kwargs)
 
 
 @pytest.mark.parametrize(
