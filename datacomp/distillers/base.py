@@ -8,14 +8,17 @@ class's real batch and augmentation seeds. Every generator state is part of the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset
+from datacomp.distillers.distributed import Context
 
-__all__ = ["Distiller", "AllReduce", "draw_seed", "features_no_grad", "REAL_CHUNK"]
+__all__ = ["Distiller", "Job", "AllReduce", "draw_seed", "features_no_grad", "REAL_CHUNK"]
 
 AllReduce = Callable[[list[Tensor]], None]
 _SEED_LIMIT = 2**62
@@ -28,6 +31,31 @@ def draw_seed(generator: torch.Generator) -> int:
 
 def _class_seed(seed: int, c: int) -> int:
     return (seed * 1_000_003 + 7919 * (c + 1)) % (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a distiller is built for: the data, this process's classes and where it runs.
+
+    Attributes:
+        dataset: The real dataset.
+        classes: Global class indices this process distils (all classes for a single process).
+        ipc: Stored images per class.
+        model: Registered model name used for matching.
+        ctx: The process context (rank, world size, device, collectives).
+        seed: Run seed (shared by all ranks).
+        pool_dir: Feature-pool cache folder (None: ``$DATACOMP_CACHE/pool``).
+        progress: Show progress bars (pool training).
+    """
+
+    dataset: ImageDataset
+    classes: list[int]
+    ipc: int
+    model: str
+    ctx: Context
+    seed: int = 0
+    pool_dir: str | None = None
+    progress: bool = False
 
 
 class Distiller:
@@ -67,6 +95,18 @@ class Distiller:
         # One real-batch size for every class (the smallest class bounds it), so batches stack into [C, n, ...].
         self.real_count = int(dataset.class_counts.min())
         self.images: Tensor  # stored synthetic images of self.classes, class-major [len(classes) * ipc, C, H, W]
+
+    @classmethod
+    def build(cls, config: Any, job: Job) -> "Distiller":
+        """The distiller for ``job`` (subclasses that need more, e.g. a feature pool, prepare it here)."""
+        return cls(config, job.dataset, job.classes, job.ipc, job.model, job.ctx.device, job.seed,
+                   all_reduce=job.ctx.all_reduce_sum)
+
+    @staticmethod
+    def class_unit(config: Any, ipc: int) -> int:
+        """Classes that must stay on one process for a class-parallel run to compute exactly what one process does
+        (consecutive blocks of this many classes are never split between ranks when the class count allows)."""
+        return 1
 
     # ------------------------------------------------------------------------------------------------ helpers
     def labels(self) -> Tensor:
@@ -140,6 +180,18 @@ class Distiller:
     def describe(self) -> dict[str, Any]:
         """JSON-ready extra metadata (e.g. the feature pool)."""
         return {}
+
+    def nonfinite(self) -> list[str]:
+        """Names of the learned tensors holding NaN or infinite values (empty when all are finite)."""
+        return [] if bool(torch.isfinite(self.images).all()) else ["synthetic images"]
+
+    def extra_cost(self) -> CostLedger | None:
+        """Cost paid outside the iterations (e.g. training the feature pool), merged into the run's ledger."""
+        return None
+
+    def source_indices(self) -> Tensor | None:
+        """Training-split indices of the stored images when they are real images (None for synthetic ones)."""
+        return None
 
 
 # Images per real-feature chunk. Small chunks keep each layer's activations in the CPU caches: a ConvNet-3 forward of

@@ -16,19 +16,33 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from datacomp.errors import ConfigError
+
 __all__ = ["Context", "setup", "split_classes"]
 
 
-def split_classes(num_classes: int, world_size: int) -> list[list[int]]:
-    """Contiguous, balanced blocks of class indices, one per rank."""
+def _balanced(count: int, parts: int) -> list[int]:
+    base, extra = divmod(count, parts)
+    return [base + (1 if rank < extra else 0) for rank in range(parts)]
+
+
+def split_classes(num_classes: int, world_size: int, unit: int = 1) -> list[list[int]]:
+    """Contiguous, balanced blocks of class indices, one per rank.
+
+    ``unit``: consecutive blocks of this many classes (the last one may be shorter) stay on one rank when there are
+    at least ``world_size`` such blocks, so per-block computations match a single process's exactly; otherwise the
+    classes themselves are split.
+    """
     if world_size > num_classes:
-        raise ValueError(f"{world_size} processes for {num_classes} classes: use at most one process per class")
-    base, extra = divmod(num_classes, world_size)
-    blocks, start = [], 0
-    for rank in range(world_size):
-        size = base + (1 if rank < extra else 0)
+        raise ConfigError(f"{world_size} processes for {num_classes} classes: use at most one process per class")
+    units = [min(unit, num_classes - start) for start in range(0, num_classes, max(1, unit))]
+    if len(units) < world_size:
+        units = [1] * num_classes
+    blocks, start, first = [], 0, 0
+    for count in _balanced(len(units), world_size):
+        size = sum(units[first : first + count])
         blocks.append(list(range(start, start + size)))
-        start += size
+        start, first = start + size, first + count
     return blocks
 
 
@@ -67,6 +81,13 @@ class Context:
 
     def gather_rows(self, x: Tensor) -> list[Tensor] | None:
         """Gather variable-length ``[n_r, ...]`` tensors on rank 0 (list by rank); None on other ranks."""
+        parts = self.all_gather_rows(x)
+        if not self.is_main:
+            return None
+        return [p.cpu() for p in parts]
+
+    def all_gather_rows(self, x: Tensor) -> list[Tensor]:
+        """Every rank's variable-length ``[n_r, ...]`` tensor, on every rank (list by rank)."""
         if not self.distributed:
             return [x]
         dev = self._comm_device()
@@ -78,9 +99,15 @@ class Context:
         padded[: x.shape[0]] = x
         bufs = [torch.zeros_like(padded) for _ in range(self.world_size)]
         dist.all_gather(bufs, padded)
-        if not self.is_main:
-            return None
-        return [b[: int(s.item())].cpu() for b, s in zip(bufs, sizes)]
+        return [b[: int(s.item())] for b, s in zip(bufs, sizes)]
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on at least one (a collective: every rank must call it)."""
+        if not self.distributed:
+            return bool(flag)
+        t = torch.tensor([1.0 if flag else 0.0])
+        self.all_reduce_sum([t])
+        return bool(t.item() > 0)
 
     def gather_json(self, obj: Any) -> list[Any] | None:
         """Gather JSON-serialisable objects on rank 0 (list by rank); None on other ranks."""

@@ -16,7 +16,7 @@ from torch import Tensor
 from datacomp.augment import DSA, dsa_strategy_for
 from datacomp.data import ImageDataset
 from datacomp.distillers.base import AllReduce, Distiller, autocast_bf16, draw_seed, features_no_grad
-from datacomp.distillers.presets import DMConfig
+from datacomp.distillers.configs import DMConfig
 from datacomp.models import create_model
 
 __all__ = ["DMDistiller", "mean_embedding_loss"]

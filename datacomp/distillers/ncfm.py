@@ -19,8 +19,7 @@ One iteration (:meth:`NCFMDistiller.step`):
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +27,14 @@ from torch import Tensor
 
 from datacomp.augment import DiffAug
 from datacomp.data import ImageDataset
-from datacomp.distillers.base import AllReduce, Distiller, autocast_bf16, draw_seed, features_no_grad
-from datacomp.distillers.multiformation import decode, encode_mosaic, resolve_factor
+from datacomp.cost import CostLedger
+from datacomp.distillers.base import AllReduce, Distiller, Job, autocast_bf16, draw_seed, features_no_grad
+from datacomp.distillers.configs import NCFMConfig
+from datacomp.distillers.multiformation import decode, encode_mosaic
 from datacomp.distillers.ncfd import ncfd
-from datacomp.distillers.pool import FeaturePool
-from datacomp.distillers.presets import NCFMConfig, resolve_native_bf16
+from datacomp.distillers.pool import FeaturePool, PoolSpec, build_pool
 from datacomp.distillers.samplers import FrequencySampler, create_sampler
+from datacomp.errors import ConfigError
 from datacomp.models import create_model
 
 __all__ = ["ncfd", "ncfm_loss", "NCFMDistiller", "SYN_CHUNK"]
@@ -82,8 +83,7 @@ class NCFMDistiller(Distiller):
     def __init__(self, config: NCFMConfig, dataset: ImageDataset, classes: list[int], ipc: int, model: str,
                  device: torch.device, seed: int, pool: FeaturePool | None,
                  all_reduce: AllReduce | None = None) -> None:
-        config = dataclasses.replace(config, factor=resolve_factor(config.factor, dataset.image_size),
-                                     cf_bf16=resolve_native_bf16(config.cf_bf16, device))
+        config = config.for_run(dataset.image_size, device)
         super().__init__(config, dataset, classes, ipc, model, device, seed, all_reduce)
         self.pool = pool
         make = lambda: create_model(model, dataset.in_channels, dataset.num_classes, dataset.image_size).to(self.device)
@@ -95,7 +95,7 @@ class NCFMDistiller(Distiller):
         self.feature_dim = int(self.match_net.feature_dim)
         self.real_n = min(config.real_batch, self.real_count)
         if config.views > self.real_n:
-            raise ValueError(f"views={config.views} exceeds the real images per class per iteration ({self.real_n}): "
+            raise ConfigError(f"views={config.views} exceeds the real images per class per iteration ({self.real_n}): "
                              "each view needs at least one real image; lower views")
         with torch.random.fork_rng(devices=[]):  # psi's initial weights: from the run seed, identical on every rank
             torch.manual_seed(draw_seed(self.generator))
@@ -113,6 +113,32 @@ class NCFMDistiller(Distiller):
                                                                      patience=config.plateau_patience)
                           if config.plateau_patience else None)
         self._fixed_real: Tensor | None = None
+        # Class-parallel runs: gathers every rank's per-group frequency gradients (see step); None for one process.
+        self.all_gather: Callable[[Tensor], list[Tensor]] | None = None
+
+    @classmethod
+    def build(cls, config: NCFMConfig, job: Job) -> "NCFMDistiller":
+        """Train (or load from the cache) the feature pool, then build the distiller."""
+        ctx, pool = job.ctx, None
+        if config.iterations > 0:  # the initialisation alone (iterations=0) needs no feature extractor
+            spec = PoolSpec(model=job.model, epochs=config.pool_epochs, min_steps=config.pool_min_steps,
+                            lr=config.pool_lr, batch=config.pool_batch)
+            pool = build_pool(job.dataset, spec, config.pool_size, root=job.pool_dir, device=ctx.device,
+                              rank=ctx.rank, world_size=ctx.world_size, barrier=ctx.barrier,
+                              progress=job.progress and ctx.is_main)
+        distiller = cls(config, job.dataset, job.classes, job.ipc, job.model, ctx.device, job.seed, pool,
+                        all_reduce=ctx.all_reduce_sum)
+        if ctx.distributed:
+            distiller.all_gather = ctx.all_gather_rows
+        return distiller
+
+    @staticmethod
+    def class_unit(config: NCFMConfig, ipc: int) -> int:
+        """With the learned sampler, psi's gradient sums one term per class group (:meth:`_class_groups`): ranks
+        that hold whole groups reproduce a single process's sum exactly."""
+        if config.sampler != "learned":
+            return 1
+        return max(1, SYN_CHUNK // (ipc * config.factor**2 * config.views))
 
     # ------------------------------------------------------------------------------------------------ setup
     def _initial_images(self) -> Tensor:
@@ -204,7 +230,8 @@ class NCFMDistiller(Distiller):
         # cf_bf16: the real side's projection (the largest matmul, no pixel gradient) in bfloat16, cast once here.
         real_freqs = freqs_leaf.to(torch.bfloat16) if cfg.cf_bf16 == "on" else None
         self.images.grad = None
-        losses = []
+        losses, group_grads = [], []
+        gather = self.all_gather is not None and self.sampler.learnable
         for group in self._class_groups(cfg.views):
             syn = self._decoded(group)
             blocks = syn.reshape(len(group), decoded_per_class, *syn.shape[1:])
@@ -218,13 +245,15 @@ class NCFMDistiller(Distiller):
                                      real_freqs=real_freqs)
             group_losses.sum().backward()
             losses.append(group_losses.detach())
+            if gather:
+                group_grads.append(freqs_leaf.grad)
+                freqs_leaf.grad = None
         grad_images = self.images.grad
         self.images.grad = None
         if self.sampler.learnable:
             psi_params = [p for p in self.sampler.parameters() if p.requires_grad]
-            psi_grads = list(torch.autograd.grad(freqs, psi_params, grad_outputs=freqs_leaf.grad))
-            if self.all_reduce is not None:  # psi sees every class: sum its gradient over processes
-                self.all_reduce(psi_grads)
+            freqs_grad = self._summed_groups(group_grads) if gather else freqs_leaf.grad
+            psi_grads = list(torch.autograd.grad(freqs, psi_params, grad_outputs=freqs_grad))
             for p, g in zip(psi_params, psi_grads):
                 p.grad = g
             self.sampler.ascent_step()
@@ -233,6 +262,15 @@ class NCFMDistiller(Distiller):
         if cfg.calibration and cfg.calibration_weight > 0:
             self._calibration_step(member)
         return torch.cat(losses).cpu()
+
+    def _summed_groups(self, local: list[Tensor]) -> Tensor:
+        """The frequencies' gradient summed over the class groups of *all* ranks, in global group order, one group
+        at a time: the same additions a single process's gradient accumulation makes (psi sees every class)."""
+        parts = self.all_gather(torch.stack(local))
+        total = None
+        for grad in torch.cat([p.to(self.device) for p in parts]):
+            total = grad.clone() if total is None else total + grad
+        return total
 
     def _calibration_step(self, member: int) -> None:
         self.pool.load_final(self.calib_net, member)
@@ -284,6 +322,15 @@ class NCFMDistiller(Distiller):
         self.sampler.load_optimizer_state(state["sampler_optimizer"])
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
+
+    def nonfinite(self) -> list[str]:
+        bad = super().nonfinite()
+        if not all(bool(torch.isfinite(p).all()) for p in self.sampler.parameters()):
+            bad.append("frequency sampler parameters")
+        return bad
+
+    def extra_cost(self) -> CostLedger | None:
+        return self.pool.cost() if self.pool is not None else None
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"pool": self.pool.summary() if self.pool is not None else None,

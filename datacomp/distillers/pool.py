@@ -23,15 +23,17 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from datacomp.augment import DiffAug, cutmix
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset
-from datacomp.evaluation import batch_backward, micro_batch_size, test_accuracy
+from datacomp.errors import ConfigError, MissingInputError
+from datacomp.io import atomic_write, cache_dir
 from datacomp.models import create_model
-from datacomp.synset import atomic_write
+from datacomp.training import batch_backward, fit, micro_batch_size, test_accuracy
 
 __all__ = ["PoolSpec", "FeaturePool", "default_pool_dir", "pool_folder", "build_pool", "train_pool_member"]
 
@@ -40,7 +42,7 @@ POOL_FORMAT = 1
 
 def default_pool_dir() -> Path:
     """``$DATACOMP_CACHE/pool`` or ``~/.cache/datacomp/pool``."""
-    return Path(os.environ.get("DATACOMP_CACHE", Path.home() / ".cache" / "datacomp")).expanduser() / "pool"
+    return cache_dir("pool")
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,6 @@ def train_pool_member(
     y = dataset.train_y.to(device)
     gen = torch.Generator().manual_seed(seed)
     aug = DiffAug("color_crop", batch_shared=False, generator=torch.Generator().manual_seed(seed + 1))
-    steps_per_epoch = math.ceil(len(x) / spec.batch)
     epochs = spec.resolved(len(x)).epochs
     opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=0.9, weight_decay=5e-4)
     milestones = sorted({max(1, round(epochs * 2 / 3)), max(1, round(epochs * 5 / 6))})
@@ -111,20 +112,19 @@ def train_pool_member(
     ledger = CostLedger()
     micro = micro_batch_size(model, device)  # micro-batches: same gradient, faster on CPU
     model.train()
+
+    def step(idx: Tensor) -> Tensor:
+        idx = idx.to(device)
+        xb, ya, yb, lam = cutmix(aug(x[idx]), y[idx], prob=0.5, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss = batch_backward(model, xb, [(lam, ya), (1 - lam, yb)], None, False, micro)
+        opt.step()
+        return loss
+
     with ledger.phase("pool-training", flops="sampled", device=str(device), one_off=True) as ph:
-        for _ in tqdm(range(epochs), desc=f"pool member {index}", leave=False, disable=not progress):
-            order = torch.randperm(len(x), generator=gen).to(device)
-            for s in range(steps_per_epoch):
-                with ph.step():
-                    idx = order[s * spec.batch : (s + 1) * spec.batch]
-                    xb, ya, yb, lam = cutmix(aug(x[idx]), y[idx], prob=0.5, generator=gen)
-                    opt.zero_grad(set_to_none=True)
-                    loss = batch_backward(model, xb, [(lam, ya), (1 - lam, yb)], None, False, micro)
-                    opt.step()
-            sched.step()
+        fit(step, len(x), spec.batch, epochs, gen, phase=ph, after_epoch=lambda epoch, loss: sched.step(),
+            progress=f"pool member {index}" if progress else None)
         ph.extra.update(samples_seen=epochs * len(x), epochs=epochs, pool_member=index)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"pool member {index} diverged (loss {float(loss)}); lower pool_lr")
     accuracy = test_accuracy(model, dataset.normalize(dataset.test_x), dataset.test_y)
     final_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     info = {"index": index, "epochs": epochs, "test_accuracy": accuracy, "cost": ledger.to_dict()}
@@ -133,8 +133,6 @@ def train_pool_member(
 
 def _save_member(path: Path, init: dict[str, Tensor], final: dict[str, Tensor], info: dict, spec: PoolSpec,
                  dataset: ImageDataset) -> None:
-    from safetensors.torch import save
-
     tensors = {f"init.{k}": v.contiguous() for k, v in init.items()}
     tensors.update({f"final.{k}": v.contiguous() for k, v in final.items()})
     meta = {"datacomp_pool": json.dumps({"spec": spec.to_dict(), "dataset": _dataset_fingerprint(dataset), **info})}
@@ -142,8 +140,6 @@ def _save_member(path: Path, init: dict[str, Tensor], final: dict[str, Tensor], 
 
 
 def _load_member(path: Path) -> tuple[dict[str, Tensor], dict[str, Tensor], dict]:
-    from safetensors import safe_open
-
     init, final = {}, {}
     with safe_open(str(path), framework="pt") as fh:
         info = json.loads(fh.metadata()["datacomp_pool"])
@@ -166,7 +162,7 @@ class FeaturePool:
     def __init__(self, model_name: str, inits: list[dict[str, Tensor]], finals: list[dict[str, Tensor]],
                  infos: list[dict]) -> None:
         if not inits or len(inits) != len(finals):
-            raise ValueError("a feature pool needs one initial and one final state per member (at least one member)")
+            raise ConfigError("a feature pool needs one initial and one final state per member (at least one member)")
         self.model_name = model_name
         self.inits, self.finals, self.infos = inits, finals, infos
 
@@ -225,7 +221,7 @@ def build_pool(
     called before everyone loads the files.
     """
     if size < 1:
-        raise ValueError(f"pool size must be >= 1, got {size}")
+        raise ConfigError(f"pool size must be >= 1, got {size}")
     spec = spec.resolved(len(dataset.train_y))
     folder = pool_folder(root if root is not None else default_pool_dir(), dataset, spec)
     folder.mkdir(parents=True, exist_ok=True)
@@ -244,7 +240,7 @@ def build_pool(
     for index in range(size):
         path = _member_path(folder, index)
         if not path.is_file():
-            raise FileNotFoundError(f"pool member {index} missing at {path} after training; is the cache writable?")
+            raise MissingInputError(f"pool member {index} missing at {path} after training; is the cache writable?")
         init, final, info = _load_member(path)
         info["cached"] = index not in trained_here
         info["path"] = str(path)
