@@ -11,15 +11,20 @@ from conftest import shared_file
 from datacomp import cli as top_cli
 from datacomp.data import load_dataset
 from datacomp.report import load_run
+from datacomp.cli import select as select_cli
 from datacomp.selectors import Selection
-from datacomp.selectors.cli import configure_parser, parse_params, run_select
 from datacomp.synset import SyntheticSet
 
 ALPACA = "instructions/alpaca_random5000.json"
 
 
 def parse(*argv):
-    return configure_parser(argparse.ArgumentParser()).parse_args([str(a) for a in argv])
+    return select_cli.configure_parser(argparse.ArgumentParser()).parse_args([str(a) for a in argv])
+
+
+def run_select(args):
+    """The run.json document of a ``datacomp select`` run."""
+    return select_cli.run_select(args).record.to_dict()
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +50,7 @@ def alpaca_200(tmp_path_factory):
 def test_image_select_through_top_level_cli(tmp_path, capsys):
     out = tmp_path / "kc"
     rc = top_cli.main(["select", "--method", "kcenter", "--dataset", "digits", "--ipc", "2", "--proxy-epochs", "0",
-                       "--features-model", "mlp", "--eval-runs", "1", "--eval-protocol", "smoke", "--no-progress",
+                       "--features-model", "mlp", "--eval-runs", "1", "--eval-protocol", "smoke",
                        "--out", str(out), "--seed", "4"])
     assert rc == 0 and "kcenter: selected 20 of 1257" in capsys.readouterr().out
     ds = load_dataset("digits")
@@ -68,7 +73,7 @@ def test_image_select_through_top_level_cli(tmp_path, capsys):
 def test_dynamics_method_picks_highest_scores_per_class(tmp_path):
     out = tmp_path / "el2n"
     run = run_select(parse("--method", "el2n", "--dataset", "digits", "--fraction", "0.02", "--proxy-epochs", "1",
-                           "--features-model", "mlp", "--eval-runs", "0", "--no-progress", "--out", out))
+                           "--features-model", "mlp", "--eval-runs", "0", "--quiet", "--out", out))
     sel = Selection.load(out / "selection.npz")
     y = load_dataset("digits").train_y.numpy()
     assert run["num_items"] == 25 and run["fraction"] == 0.02 and run["eval"] is None
@@ -80,14 +85,14 @@ def test_dynamics_method_picks_highest_scores_per_class(tmp_path):
     assert run["config"]["dynamics"]["epochs"] == 1
     assert {"proxy-training", "selection"} <= {p["name"] for p in run["cost"]["phases"]}
     again = run_select(parse("--method", "ccs", "--dataset", "digits", "--budget", "30", "--proxy-epochs", "1",
-                             "--features-model", "mlp", "--eval-runs", "0", "--no-progress", "--ccs-score", "aum",
+                             "--features-model", "mlp", "--eval-runs", "0", "--quiet", "--ccs-score", "aum",
                              "--out", tmp_path / "ccs"))
     assert again["config"]["dynamics"]["from_cache"] and again["num_items"] == 30
 
 
 def test_image_sae_greedy_beats_random_coverage(tmp_path):
     args = ["--dataset", "digits", "--budget", "20", "--proxy-epochs", "0", "--features-model", "mlp", "--eval-runs",
-            "0", "--no-progress", "--sae-latents", "96", "--sae-k", "4", "--sae-epochs", "2", "--no-class-balanced"]
+            "0", "--quiet", "--sae-latents", "96", "--sae-k", "4", "--sae-epochs", "2", "--no-class-balanced"]
     run = run_select(parse("--method", "sae-greedy", *args, "--out", tmp_path / "sae"))
     assert (tmp_path / "sae" / "sae.safetensors").is_file() and run["config"]["sae"]["n_latents"] == 96
     from datacomp.selectors import TopKSAE, coverage_of
@@ -107,7 +112,7 @@ def test_image_sae_greedy_beats_random_coverage(tmp_path):
 
 def test_trained_sae_is_cached_per_feature_set(tmp_path):
     args = ["--dataset", "digits", "--budget", "20", "--proxy-epochs", "0", "--features-model", "mlp", "--eval-runs",
-            "0", "--no-progress", "--sae-latents", "64", "--sae-k", "4", "--sae-epochs", "1", "--cache-dir",
+            "0", "--quiet", "--sae-latents", "64", "--sae-k", "4", "--sae-epochs", "1", "--cache-dir",
             str(tmp_path / "cache")]
     first = run_select(parse("--method", "sae-greedy", *args, "--out", tmp_path / "a"))
     second = run_select(parse("--method", "sae-simscale", *args, "--out", tmp_path / "b"))
@@ -127,7 +132,7 @@ def test_baseline_matches_per_class_counts_when_a_class_is_empty(tmp_path):
     out = tmp_path / "r"
     run = run_select(parse("--method", "herding", "--dataset", "digits", "--budget", "4", "--no-class-balanced",
                            "--proxy-epochs", "0", "--features-model", "mlp", "--eval-runs", "1", "--eval-model",
-                           "mlp", "--eval-protocol", "smoke", "--no-progress", "--out", out))
+                           "mlp", "--eval-protocol", "smoke", "--quiet", "--out", out))
     counts = SyntheticSet.load(out / "synset.safetensors").images_per_class()
     assert 0 in counts and run["baseline"]["num_train_images"] == 4 == run["eval"]["num_train_images"]
     assert run["config"]["class_balanced"] is False
@@ -136,8 +141,8 @@ def test_baseline_matches_per_class_counts_when_a_class_is_empty(tmp_path):
 def test_weighted_facility_location_stores_weights(tmp_path):
     out = tmp_path / "fl"
     run = run_select(parse("--method", "facility-location", "--dataset", "digits", "--ipc", "3", "--proxy-epochs",
-                           "0", "--features-model", "mlp", "--eval-runs", "0", "--no-progress", "--weighted",
-                           "--param", "n_neighbors=8", "--out", out))
+                           "0", "--features-model", "mlp", "--eval-runs", "0", "--quiet", "--weighted",
+                           "--set", "n_neighbors=8", "--out", out))
     synset = SyntheticSet.load(out / "synset.safetensors")
     sel = Selection.load(out / "selection.npz")
     assert run["config"]["weighted"] and run["config"]["params"] == {"n_neighbors": 8}
@@ -152,7 +157,7 @@ def test_text_longest_writes_records_in_order(tmp_path, alpaca_200):
     path, records = alpaca_200
     out = tmp_path / "longest"
     run = run_select(parse("--method", "longest", "--dataset", path, "--budget", "15", "--out", out,
-                           "--no-progress"))
+                           "--quiet"))
     lines = [json.loads(line) for line in (out / "selected.jsonl").read_text().splitlines()]
     lengths = [len(r["output"]) for r in records]
     expected = np.lexsort((np.arange(200), -np.array(lengths)))[:15]
@@ -171,7 +176,7 @@ def test_text_methods_with_tfidf(tmp_path, alpaca_200, method):
     out = tmp_path / method
     run = run_select(parse("--method", method, "--dataset", f"text:{path}", "--fraction", "0.1", "--embed-dim", "32",
                            "--sae-latents", "128", "--sae-k", "8", "--sae-epochs", "2", "--out", out,
-                           "--no-progress"))
+                           "--quiet"))
     idx = json.loads((out / "indices.json").read_text())["indices"]
     lines = [json.loads(line) for line in (out / "selected.jsonl").read_text().splitlines()]
     assert len(idx) == 20 == len(set(idx)) and lines == [records[i] for i in idx]
@@ -188,7 +193,7 @@ def test_text_label_field_balances_classes(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in recs))
     out = tmp_path / "bal"
     run_select(parse("--method", "longest", "--dataset", path, "--ipc", "4", "--label-field", "topic", "--out", out,
-                     "--no-progress"))
+                     "--quiet"))
     picked = [json.loads(line) for line in (out / "selected.jsonl").read_text().splitlines()]
     assert [r["topic"] for r in picked].count("b") == 4 and len(picked) == 8
     assert [len(r["output"]) for r in picked if r["topic"] == "b"] == [27, 24, 21, 18]  # longest of class b
@@ -216,12 +221,12 @@ def tiny_text(tmp_path):
         (["--method", "kcenter", "--ipc", "0"], "--ipc must be >= 1"),
         (["--method", "kcenter", "--ipc", "500"], "exceeds the smallest class"),
         (["--method", "kcenter", "--ipc", "2", "--no-class-balanced"], "cannot be combined"),
-        (["--method", "nearest", "--budget", "5"], "unknown --method 'nearest'"),
+        (["--method", "nearest", "--budget", "5"], "--method: unknown selector 'nearest'"),
         (["--method", "longest", "--budget", "5"], "text dataset"),
         (["--method", "el2n", "--budget", "5", "--proxy-epochs", "0"], "--proxy-epochs must be >= 1"),
         (["--method", "kcenter", "--budget", "5", "--proxy-epochs", "-1"], "--proxy-epochs must be >= 0"),
-        (["--method", "kcenter", "--budget", "5", "--param", "radius=3"], "not a parameter of kcenter"),
-        (["--method", "kcenter", "--budget", "5", "--param", "oops"], "KEY=VALUE"),
+        (["--method", "kcenter", "--budget", "5", "--set", "radius=3"], r"unknown --set parameter\(s\) \['radius'\]"),
+        (["--method", "kcenter", "--budget", "5", "--set", "oops"], "KEY=VALUE"),
         (["--method", "kcenter", "--budget", "5", "--eval-protocol", "bogus"], "unknown protocol"),
         (["--method", "kcenter", "--budget", "5", "--eval-runs", "-1"], "--eval-runs must be >= 0"),
         (["--method", "sae-greedy", "--budget", "5", "--proxy-epochs", "0", "--features-model", "mlp",
@@ -231,7 +236,7 @@ def tiny_text(tmp_path):
 )
 def test_image_bad_input(tmp_path, argv, match):
     with pytest.raises(ValueError, match=match):
-        run_select(parse("--dataset", "digits", "--out", tmp_path / "x", "--eval-runs", "0", "--no-progress",
+        run_select(parse("--dataset", "digits", "--out", tmp_path / "x", "--eval-runs", "0", "--quiet",
                          "--features-model", "mlp", "--proxy-epochs", "1", *argv))
 
 
@@ -250,7 +255,7 @@ def test_image_bad_input(tmp_path, argv, match):
 )
 def test_text_bad_input(tmp_path, tiny_text, argv, match):
     with pytest.raises(ValueError, match=match):
-        run_select(parse("--dataset", tiny_text, "--out", tmp_path / "x", "--no-progress", *argv))
+        run_select(parse("--dataset", tiny_text, "--out", tmp_path / "x", "--quiet", *argv))
 
 
 def test_missing_text_file_and_cli_exit_code(tmp_path, capsys):
@@ -262,8 +267,3 @@ def test_missing_text_file_and_cli_exit_code(tmp_path, capsys):
     assert rc == 2 and "--budget must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: --budget and --fraction are mutually exclusive
         parse("--method", "random", "--dataset", "digits", "--budget", "3", "--fraction", "0.1", "--out", "x")
-
-
-def test_parse_params_types():
-    assert parse_params(["kind=margin", "n-neighbors=8", "beta=0.2", "weighted=false", "delta=null"]) == {
-        "kind": "margin", "n_neighbors": 8, "beta": 0.2, "weighted": False, "delta": None}

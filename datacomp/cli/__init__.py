@@ -25,7 +25,7 @@ __all__ = ["main", "build_parser", "protocol_help"]
 # Commands contributed by other modules: (module, fallback help shown when the module is absent).
 _PLUGINS = (
     "datacomp.cli.distill",
-    "datacomp.selectors.cli",
+    "datacomp.cli.select",
     "datacomp.report",
     "datacomp.cli.compress",
 )

@@ -10,7 +10,10 @@ entry of the selector registry :data:`SELECTORS`. Building blocks: :func:`greedy
 from .api import METHODS, method_inputs, select
 from .budgets import class_budgets
 from .coverage import coverage_of, greedy_max_coverage
+from .dataset_select import select_dataset
 from .inputs import Inputs
+from .job import SelectionRun
+from .options import EvalOptions, ProxyOptions, SAEOptions, SelectOptions, TextOptions
 from .proxy_training import ProxyDynamics, train_proxy
 from .registry import SELECTORS, SelectorSpec, register_selector
 from .sae import TopKSAE, train_sae
@@ -24,6 +27,13 @@ __all__ = [
     "Inputs",
     "Selection",
     "select",
+    "select_dataset",
+    "SelectionRun",
+    "SelectOptions",
+    "ProxyOptions",
+    "TextOptions",
+    "SAEOptions",
+    "EvalOptions",
     "class_budgets",
     "method_inputs",
     "greedy_max_coverage",

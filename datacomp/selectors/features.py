@@ -77,6 +77,29 @@ def _settings(cls: type, overrides: dict, what: str) -> Any:
     return cls(**overrides)
 
 
+@dataclass
+class ImageFeatures:
+    """Features of one dataset split.
+
+    Attributes:
+        features: ``float32 [N, D]`` penultimate features.
+        labels: ``int64 [N]`` labels of the split.
+        config: what produced them (dataset, model spec, weights, seed, proxy protocol); goes into run metadata.
+        key: cache key.
+        cache_path: the ``.npz`` file (``None`` with ``cache=False``).
+        from_cache: whether the arrays were read from the cache.
+        cost: the ledger dict of the computation (replayed from the cache on a hit).
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    config: dict
+    key: str
+    cache_path: Path | None
+    from_cache: bool
+    cost: dict = field(default_factory=dict)
+
+
 def _split(dataset: ImageDataset, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if split == "train":
         return dataset.train_x, dataset.train_y
