@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import tempfile
@@ -99,11 +100,7 @@ class SyntheticSet:
             raise SynsetFormatError(f"metadata num_classes must be an int >= 2, got {k!r}")
         if self.metadata["space"] not in ("pixel", "normalized"):
             raise SynsetFormatError(f"metadata space must be 'pixel' or 'normalized', got {self.metadata['space']!r}")
-        if self.metadata["space"] == "normalized":
-            for key in ("mean", "std"):
-                v = self.metadata.get(key)
-                if not isinstance(v, (list, tuple)) or len(v) != x.shape[1]:
-                    raise SynsetFormatError(f"normalized images need metadata '{key}' with {x.shape[1]} values")
+        _check_metadata(self.metadata, tuple(x.shape[1:]))
         if not torch.is_tensor(y) or len(y) != len(x):
             raise SynsetFormatError(f"labels must be a tensor with {len(x)} rows, got {_describe(y)}")
         if y.ndim == 1:
@@ -129,6 +126,11 @@ class SyntheticSet:
                     raise SynsetFormatError(f"source_indices must be non-negative int64 [{len(x)}], got {_describe(t)}")
             elif t.ndim > 1 or (t.ndim == 1 and len(t) not in (1, len(x))) or not torch.isfinite(t).all():
                 raise SynsetFormatError(f"{name} must be a finite scalar or a vector of {len(x)}, got {_describe(t)}")
+            elif name == "lr" and not bool((t > 0).all()):
+                raise SynsetFormatError(f"lr must be > 0, got minimum {float(t.min())}")
+            elif name == "weights" and (bool((t < 0).any()) or not bool((t > 0).any())):
+                raise SynsetFormatError(f"weights must be >= 0 and not all 0, got range [{float(t.min())}, "
+                                        f"{float(t.max())}]")
 
     # -------------------------------------------------------------------------------------------------------- views
     @property
@@ -238,10 +240,14 @@ class SyntheticSet:
             meta = json.loads(meta_json)
         except json.JSONDecodeError as err:
             raise SynsetFormatError(f"{path}: metadata is not valid JSON: {err}") from err
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise SynsetFormatError(f"{path} has format_version {meta['format_version']}; upgrade datacomp to read it")
-        return cls(tensors["images"], tensors["labels"], meta,
-                   **{k: tensors.get(k) for k in _OPTIONAL_TENSORS})
+        if not isinstance(meta, dict):
+            raise SynsetFormatError(f"{path}: metadata must be a JSON object, got {type(meta).__name__}")
+        _check_format_version(meta.get("format_version"), where=f"{path}: ")
+        try:
+            return cls(tensors["images"], tensors["labels"], meta,
+                       **{k: tensors.get(k) for k in _OPTIONAL_TENSORS})
+        except SynsetFormatError as err:
+            raise SynsetFormatError(f"{path}: {err}") from None
 
     @classmethod
     def from_legacy(
@@ -332,6 +338,35 @@ class SyntheticSet:
             d.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(d / f"{i:06d}.png")
         return folder
+
+
+def _check_format_version(value: Any, where: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SynsetFormatError(f"{where}metadata format_version must be an int >= 1, got {value!r}")
+    if value > FORMAT_VERSION:
+        raise SynsetFormatError(f"{where}format_version {value} is newer than this datacomp reads ({FORMAT_VERSION}); "
+                                "upgrade datacomp to read it")
+
+
+def _check_metadata(meta: dict, image_shape: tuple[int, int, int]) -> None:
+    """format_version, factor (divides the image size) and mean/std (finite, one per channel, std > 0)."""
+    _check_format_version(meta["format_version"])
+    c, h, w = image_shape
+    factor = meta.get("factor", 1)
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or h % factor or w % factor:
+        raise SynsetFormatError(f"metadata factor must be an int >= 1 that divides the image size {h}x{w}, "
+                                f"got {factor!r}")
+    for key in ("mean", "std"):
+        v = meta.get(key)
+        if v is None and meta["space"] == "pixel":
+            continue
+        if (not isinstance(v, (list, tuple)) or len(v) != c
+                or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) for e in v)):
+            raise SynsetFormatError(f"metadata '{key}' must be {c} finite numbers (one per channel)"
+                                    + (" for normalized images" if meta["space"] == "normalized" else "")
+                                    + f", got {v!r}")
+        if key == "std" and min(v) <= 0:
+            raise SynsetFormatError(f"metadata 'std' must be > 0 per channel, got {list(v)}")
 
 
 def decode_multiformation(images: torch.Tensor, factor: int) -> torch.Tensor:

@@ -62,7 +62,7 @@ def _bad(**kw):
         (_bad(labels=torch.full((6, 3), 0.5)), "rows sum to 1"),
         (_bad(drop_meta=["dataset"]), "metadata lacks"),
         (_bad(meta={"space": "weird"}), "space must be"),
-        (_bad(meta={"space": "normalized"}), "need metadata 'mean'"),
+        (_bad(meta={"space": "normalized"}), "metadata 'mean' must be 3 finite numbers .* for normalized images"),
         (_bad(meta={"num_classes": 1}), "num_classes must be an int >= 2"),
         (_bad(weights=torch.rand(4)), "weights must be"),
         (_bad(source_indices=torch.arange(6) - 1), "source_indices"),
@@ -71,6 +71,47 @@ def _bad(**kw):
 def test_invalid_sets_are_rejected(fields, match):
     with pytest.raises(SynsetFormatError, match=match):
         SyntheticSet(**fields)
+
+
+# Metadata and extras that 0.1.0 accepted silently (or answered with a traceback): rejected on construction and on load.
+BAD_METADATA = [
+    (dict(meta={"factor": 0}), "factor must be an int >= 1 that divides the image size 4x4, got 0"),
+    (dict(meta={"factor": 3}), "factor must be an int >= 1 that divides"),
+    (dict(meta={"factor": 2.0}), "factor must be an int"),
+    (dict(meta={"std": [0.2, 0.0, 0.2], "mean": [0.5] * 3}), r"'std' must be > 0 per channel"),
+    (dict(meta={"std": [0.2, 0.2], "mean": [0.5] * 3}), "'std' must be 3 finite numbers"),
+    (dict(meta={"mean": [0.5, float("nan"), 0.5], "std": [0.2] * 3}), "'mean' must be 3 finite numbers"),
+    (dict(meta={"format_version": "one"}), "format_version must be an int >= 1, got 'one'"),
+    (dict(meta={"format_version": 99}), "format_version 99 is newer"),
+    (dict(lr=torch.tensor(-0.01)), "lr must be > 0"),
+    (dict(lr=torch.tensor(0.0)), "lr must be > 0"),
+    (dict(weights=-torch.ones(6)), "weights must be >= 0 and not all 0"),
+    (dict(weights=torch.zeros(6)), "weights must be >= 0 and not all 0"),
+    (dict(weights=torch.tensor([1.0, float("inf"), 1, 1, 1, 1])), "weights must be a finite"),
+]
+
+
+@pytest.mark.parametrize("change, match", BAD_METADATA)
+def test_bad_metadata_is_rejected_on_construction(change, match):
+    with pytest.raises(SynsetFormatError, match=match):
+        SyntheticSet(**_bad(**change))
+
+
+@pytest.mark.parametrize("change, match", BAD_METADATA)
+def test_bad_metadata_is_rejected_on_load(tmp_path, change, match):
+    from safetensors.torch import save_file
+
+    fields = _bad(**change)
+    tensors = {k: v for k, v in fields.items() if k != "metadata"}
+    save_file(tensors, tmp_path / "b.safetensors", metadata={"datacomp": json.dumps(fields["metadata"])})
+    with pytest.raises(SynsetFormatError, match=match):
+        SyntheticSet.load(tmp_path / "b.safetensors")
+
+
+def test_good_metadata_is_accepted():
+    s = SyntheticSet(**_bad(meta={"factor": 2, "mean": [0.5] * 3, "std": [0.2, 0.3, 0.4]}, lr=torch.tensor(0.01),
+                            weights=torch.tensor([0.0, 1, 1, 2, 1, 1])))
+    assert s.factor == 2 and len(s.training_tensors()[0]) == 24
 
 
 def test_truncated_file_is_rejected(tmp_path):
