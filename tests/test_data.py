@@ -87,6 +87,93 @@ def test_imagefolder(tmp_path):
     assert ds.classes == ["cat", "dog"] and ds.train_x.shape == (6, 3, 5, 5)
 
 
+def _image_tree(root, size=(5, 5)):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(2):
+                Image.fromarray(np.full((*size, 3), 40 * i, np.uint8)).save(root / split / c / f"{i}.png")
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00"])
+def test_imagefolder_corrupt_image_names_the_file_and_the_fix(tmp_path, content):
+    from datacomp.errors import DataError
+
+    _image_tree(tmp_path)
+    bad = tmp_path / "train" / "dog" / "broken.png"
+    bad.write_bytes(content)
+    with pytest.raises(DataError, match=rf"imagefolder: {bad}: cannot read the image .*replace or remove the file"):
+        load_dataset(f"imagefolder:{tmp_path}")
+
+
+def test_imagefolder_truncated_png_is_a_data_error(tmp_path):
+    from datacomp.errors import DataError
+
+    _image_tree(tmp_path, size=(16, 16))
+    good = tmp_path / "test" / "cat" / "1.png"
+    good.write_bytes(good.read_bytes()[:60])
+    with pytest.raises(DataError, match=str(good)):
+        load_dataset(f"imagefolder:{tmp_path}")
+
+
+@pytest.mark.parametrize(
+    "layout, match",
+    [("no_classes", "has no class sub-folders"), ("no_images", "no images found"), ("sizes", "expected .* like the others"),
+     ("classes", "train classes .* differ from test classes")],
+)
+def test_imagefolder_layout_errors_are_data_errors(tmp_path, layout, match):
+    from PIL import Image
+
+    from datacomp.errors import DataError
+
+    _image_tree(tmp_path)
+    if layout == "no_classes":
+        for c in ("cat", "dog"):
+            for f in (tmp_path / "test" / c).iterdir():
+                f.unlink()
+            (tmp_path / "test" / c).rmdir()
+    elif layout == "no_images":
+        for f in (tmp_path / "test").rglob("*.png"):
+            f.unlink()
+    elif layout == "sizes":
+        Image.fromarray(np.zeros((7, 7, 3), np.uint8)).save(tmp_path / "train" / "dog" / "9.png")
+    else:
+        (tmp_path / "test" / "cow").mkdir()
+        Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "test" / "cow" / "0.png")
+    with pytest.raises(DataError, match=match):
+        load_dataset(f"imagefolder:{tmp_path}")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "pickled", "labels"])
+def test_npz_unreadable_files_are_clear_errors(tmp_path, kind):
+    from datacomp.errors import DataError, FormatError
+
+    path = tmp_path / "d.npz"
+    arrays = dict(x_train=np.zeros((4, 2, 2, 3), np.uint8), y_train=np.arange(4) % 2,
+                  x_test=np.zeros((2, 2, 2, 3), np.uint8), y_test=np.array([0, -1]))
+    if kind == "pickled":
+        arrays["y_train"] = np.array([{"a": 1}] * 4, dtype=object)
+    np.savez(path, **arrays)
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    error, match = {"truncated": (FormatError, "not a readable .npz file"),
+                    "pickled": (FormatError, "not a readable .npz file"),
+                    "labels": (DataError, r"labels must lie in \[0, 2\)")}[kind]
+    with pytest.raises(error, match=match):
+        load_dataset(f"npz:{path}")
+
+
+def test_dataset_errors_are_datacomp_errors():
+    from datacomp.errors import ConfigError, MissingInputError
+
+    with pytest.raises(ConfigError, match="did you mean 'cifar10'"):
+        load_dataset("cifar-10")
+    with pytest.raises(MissingInputError):
+        load_dataset("npz:/no/such/file.npz")
+
+
 def test_class_store_draws_the_right_class_without_repeats():
     y = torch.tensor([0, 1, 2] * 20)
     x = y.float().view(-1, 1, 1, 1).expand(-1, 1, 2, 2).clone()

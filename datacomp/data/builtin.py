@@ -12,7 +12,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .common import _channel_stats, _decode_jpegs, _missing, _nhwc_uint8_to_tensor, shared_data_root
+from .common import (
+    _channel_stats, _decode_jpegs, _missing, _nhwc_uint8_to_tensor, load_npz, read_image, shared_data_root,
+)
 from .dataset import DataNotFoundError, DatasetSpec, ImageDataset
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -83,12 +85,12 @@ def _load_cifar10(root: Path, download: bool) -> ImageDataset:
         return ds
     shared = shared_data_root()
     if shared is not None and (shared / "cifar10" / "cifar10_jpeg.npz").is_file():
-        with np.load(shared / "cifar10" / "cifar10_jpeg.npz", allow_pickle=False) as z:
-            train_u8 = _decode_jpegs(z["train_jpeg"], z["train_offsets"])
-            train_y = z["train_y"].astype(np.int64)
-            classes = [str(c) for c in z["classes"]]
-        with np.load(shared / "cifar10" / "cifar10_test.npz", allow_pickle=False) as z:
-            test_u8, test_y = z["x"], z["y"].astype(np.int64)
+        z = load_npz(shared / "cifar10" / "cifar10_jpeg.npz", "dataset 'cifar10'")
+        train_u8 = _decode_jpegs(z["train_jpeg"], z["train_offsets"], f"{shared / 'cifar10' / 'cifar10_jpeg.npz'}")
+        train_y = z["train_y"].astype(np.int64)
+        classes = [str(c) for c in z["classes"]]
+        z = load_npz(shared / "cifar10" / "cifar10_test.npz", "dataset 'cifar10'")
+        test_u8, test_y = z["x"], z["y"].astype(np.int64)
         spec = DATASETS["cifar10"]
         return ImageDataset(
             "cifar10", _nhwc_uint8_to_tensor(train_u8), torch.from_numpy(train_y), _nhwc_uint8_to_tensor(test_u8),
@@ -108,10 +110,10 @@ def _load_mnist(root: Path, download: bool) -> ImageDataset:
         return ds
     shared = shared_data_root()
     if shared is not None and (shared / "mnist" / "mnist_train_first10k.npz").is_file():
-        with np.load(shared / "mnist" / "mnist_train_first10k.npz", allow_pickle=False) as z:
-            xtr, ytr = z["x"], z["y"].astype(np.int64)
-        with np.load(shared / "mnist" / "mnist_test.npz", allow_pickle=False) as z:
-            xte, yte = z["x"], z["y"].astype(np.int64)
+        z = load_npz(shared / "mnist" / "mnist_train_first10k.npz", "dataset 'mnist'")
+        xtr, ytr = z["x"], z["y"].astype(np.int64)
+        z = load_npz(shared / "mnist" / "mnist_test.npz", "dataset 'mnist'")
+        xte, yte = z["x"], z["y"].astype(np.int64)
         spec = DATASETS["mnist"]
         return ImageDataset(
             "mnist", _nhwc_uint8_to_tensor(xtr), torch.from_numpy(ytr), _nhwc_uint8_to_tensor(xte),
@@ -143,16 +145,13 @@ def _load_tiny_imagenet(root: Path, download: bool) -> ImageDataset:
         download_and_extract_archive("http://cs231n.stanford.edu/tiny-imagenet-200.zip", str(root))
     if not (base / "train").is_dir() or not (base / "val" / "val_annotations.txt").is_file():
         raise _missing("tiny-imagenet", root, DATASETS["tiny-imagenet"].expected_files)
-    from PIL import Image
-
     wnids = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
     index = {w: i for i, w in enumerate(wnids)}
 
     def read(files: list[Path]) -> np.ndarray:
         out = np.empty((len(files), 64, 64, 3), dtype=np.uint8)
         for i, f in enumerate(files):
-            with Image.open(f) as im:
-                out[i] = np.asarray(im.convert("RGB"))
+            out[i] = read_image(f, f"tiny-imagenet: {f}")
         return out
 
     train_files = [f for w in wnids for f in sorted((base / "train" / w / "images").glob("*.JPEG"))]

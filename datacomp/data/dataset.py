@@ -12,9 +12,11 @@ from typing import Callable
 
 import torch
 
+from ..errors import ConfigError, DataError, MissingInputError
 
-class DataNotFoundError(FileNotFoundError):
-    """Raised when a dataset's files are missing and cannot be downloaded."""
+
+class DataNotFoundError(MissingInputError):
+    """Raised when a dataset's files are missing and cannot be downloaded (a ``FileNotFoundError``)."""
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,11 @@ class ImageDataset:
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
             if x.ndim != 4 or x.dtype != torch.float32:
-                raise ValueError(f"{self.name}: {split}_x must be float32 [N, C, H, W], got {x.dtype} {tuple(x.shape)}")
+                raise DataError(f"{self.name}: {split}_x must be float32 [N, C, H, W], got {x.dtype} {tuple(x.shape)}")
             if y.ndim != 1 or len(y) != len(x):
-                raise ValueError(f"{self.name}: {split}_y must be 1-D with {len(x)} labels, got {tuple(y.shape)}")
+                raise DataError(f"{self.name}: {split}_y must be 1-D with {len(x)} labels, got {tuple(y.shape)}")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
-            raise ValueError(f"{self.name}: mean/std need {self.in_channels} channels")
+            raise DataError(f"{self.name}: mean/std need {self.in_channels} channels")
 
     @property
     def num_classes(self) -> int:
@@ -120,7 +122,7 @@ class ClassStore:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
         if len(x) != len(y):
-            raise ValueError(f"x and y lengths differ: {len(x)} vs {len(y)}")
+            raise DataError(f"x and y lengths differ: {len(x)} vs {len(y)}")
         order = torch.argsort(y, stable=True)
         self.x = x[order]
         self.y = y[order]
@@ -135,9 +137,9 @@ class ClassStore:
 
     def _check(self, c: int, n: int) -> None:
         if not 0 <= c < self.num_classes:
-            raise ValueError(f"class {c} out of range [0, {self.num_classes})")
+            raise ConfigError(f"class {c} out of range [0, {self.num_classes})")
         if n < 0 or n > int(self.counts[c]):
-            raise ValueError(f"cannot draw n={n} images from class {c}, which has {int(self.counts[c])}")
+            raise ConfigError(f"cannot draw n={n} images from class {c}, which has {int(self.counts[c])}")
 
     def positions(self, c: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Positions (into the class-sorted store) of n distinct random images of class c."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import re
 from pathlib import Path
 
+from ..errors import ConfigError
 from .builtin import DATASETS
 from .common import default_data_root
 from .dataset import DatasetSpec, ImageDataset
@@ -21,7 +23,9 @@ def list_datasets() -> list[str]:
 def dataset_info(name: str) -> DatasetSpec:
     """Static facts about a registered dataset."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset '{name}'; choose one of {', '.join(list_datasets())}")
+        close = difflib.get_close_matches(str(name), list(DATASETS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown dataset '{name}'{hint}; choose one of {', '.join(list_datasets())}")
     return DATASETS[name]
 
 
@@ -46,11 +50,12 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
         The dataset; treat its tensors as read-only (they are shared by the per-process cache).
 
     Raises:
-        ValueError: Unknown name or malformed files.
-        DataNotFoundError: Files missing; the message says which files to place where.
+        ConfigError: Unknown name (a ``ValueError``).
+        DataError: Malformed or unreadable files (a ``ValueError``; the message names the file and the fix).
+        DataNotFoundError: Files missing (a ``FileNotFoundError``); the message says which files to place where.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError("dataset name must be a non-empty string, e.g. 'digits' or 'cifar10'")
+        raise ConfigError("dataset name must be a non-empty string, e.g. 'digits' or 'cifar10'")
     if not re.match(r"^(imagefolder|npz):", name):
         dataset_info(name)  # unknown names fail here, before touching the disk
     root_path = Path(root).expanduser() if root is not None else default_data_root()
