@@ -1,6 +1,6 @@
 """Coreset table: every image selection method at IPC 1/10/50 (and 1% / 10% with ``--fractions``) on CIFAR-10.
 
-Each cell is one ``datacomp select`` run (the same code path as the CLI): the proxy (ConvNet-3-IN trained for
+Each cell is one :func:`datacomp.select_dataset` call (what ``datacomp select`` runs): the proxy (ConvNet-3-IN trained for
 ``--proxy-epochs`` epochs; features for herding / kcenter / facility-location / sae-*, training dynamics for
 forgetting / el2n / grand / uncertainty / ccs) is computed once and reused from the feature cache; the subset is
 evaluated by training ``--runs`` fresh ConvNet-3-IN models on it with the foundation's protocol (``--protocol``,
@@ -36,11 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datacomp.selectors import Selection  # noqa: E402
-from datacomp.selectors.cli import configure_parser, run_select  # noqa: E402
-from datacomp.synset import atomic_write, package_versions  # noqa: E402
+from datacomp.io import atomic_write, package_versions
+from datacomp.selectors import (
+    EvalOptions,
+    ProxyOptions,
+    SAEOptions,
+    Selection,
+    SelectOptions,
+    class_budgets,
+    select_dataset,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IMAGE_METHODS = ("random", "herding", "kcenter", "facility-location", "forgetting", "el2n", "grand", "uncertainty",
@@ -99,8 +104,6 @@ def _same_as_ipc(fraction: float, class_counts: list[int], ipcs: list[int]) -> i
     ``round(fraction * n) / C`` is that IPC (CIFAR-10: 1 % = 500 images = 50 per class); ``select`` sees the same
     per-class budgets, so the subset, and its evaluation, are the same (tests/test_selectors.py checks it).
     """
-    from datacomp.selectors.api import class_budgets
-
     labels = np.repeat(np.arange(len(class_counts)), class_counts)
     budget = int(round(fraction * len(labels)))
     proportional = class_budgets(labels, budget, "proportional")
@@ -113,19 +116,13 @@ def _same_as_ipc(fraction: float, class_counts: list[int], ipcs: list[int]) -> i
 def _run_cell(args: argparse.Namespace, method: str, kind: str, value: float, out: Path) -> dict:
     if (out / "run.json").is_file() and not args.overwrite:
         return json.loads((out / "run.json").read_text())
-    argv = ["--method", method, "--dataset", args.dataset, f"--{kind}", str(value), "--out", str(out),
-            "--seed", str(args.seed), "--features-model", args.model, "--proxy-epochs", str(args.proxy_epochs),
-            "--eval-model", args.model, "--eval-protocol", args.protocol, "--eval-runs", str(args.runs),
-            "--no-baseline", "--device", args.device, "--sae-latents", str(args.sae_latents), "--sae-k",
-            str(args.sae_k), "--sae-epochs", str(args.sae_epochs)]
-    if args.data_root:
-        argv += ["--data-root", args.data_root]
-    if not args.progress:
-        argv.append("--no-progress")
-    if args.proxy_bf16:
-        argv.append("--proxy-bf16")
-    parsed = configure_parser(argparse.ArgumentParser()).parse_args(argv)
-    return run_select(parsed)
+    options = SelectOptions(
+        out=out, overwrite=args.overwrite, device=args.device, quiet=not args.progress, data_root=args.data_root,
+        proxy=ProxyOptions(model=args.model, epochs=args.proxy_epochs, bf16=args.proxy_bf16),
+        sae=SAEOptions(latents=args.sae_latents, k=args.sae_k, epochs=args.sae_epochs),
+        eval=EvalOptions(runs=args.runs, protocol=args.protocol, model=args.model, baseline=False))
+    size = {"ipc": int(value)} if kind == "ipc" else {"fraction": float(value)}
+    return select_dataset(args.dataset, method, seed=args.seed, options=options, **size).record.to_dict()
 
 
 def _phase_seconds(record: dict) -> dict:

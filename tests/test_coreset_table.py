@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -142,3 +143,15 @@ def test_rows_name_their_subset_by_digest(coreset_table, tmp_path):
     row = coreset_table._row("random", "ipc1", {**_record(3, 0.5), "_out": str(tmp_path)})
     assert row["subset_sha256"] == sel.subset_digest()
     assert coreset_table._row("random", "ipc1", _record(3, 0.5))["subset_sha256"] is None
+
+
+def test_a_cell_is_one_select_dataset_call(coreset_table, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATACOMP_CACHE", str(tmp_path / "cache"))
+    args = argparse.Namespace(dataset="digits", seed=0, model="mlp", proxy_epochs=1, protocol="smoke", runs=1,
+                              device="cpu", sae_latents=32, sae_k=4, sae_epochs=1, data_root=None, progress=False,
+                              proxy_bf16=False, overwrite=False)
+    record = coreset_table._run_cell(args, "herding", "ipc", 1, tmp_path / "cell")
+    assert record["kind"] == "select" and record["num_items"] == 10 and len(record["eval"]["accuracies"]) == 1
+    assert record["baseline"] is None and record["subset_sha256"] and record["output_sha256"]
+    again = coreset_table._run_cell(args, "herding", "ipc", 1, tmp_path / "cell")  # read back, not re-run
+    assert again["created"] == record["created"] and again["output_sha256"] == record["output_sha256"]
