@@ -11,25 +11,43 @@ Every model exposes ``forward_features(x) -> [N, D]`` (flattened embedding), ``f
 
 from __future__ import annotations
 
-import re
-from typing import Callable
+import inspect
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["create_model", "list_models", "register_model", "model_from_spec", "ClassifierBase"]
+from .errors import ConfigError
+from .registry import Registry
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+__all__ = ["MODELS", "create_model", "list_models", "register_model", "model_from_spec", "ClassifierBase"]
+
+# name -> factory ``fn(in_channels, num_classes, image_size, **kwargs)``; info["params"]: the keyword arguments it
+# takes (None: not known, anything is passed on).
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", option="--model")
 
 
-def register_model(name: str) -> Callable:
-    """Decorator registering a factory ``fn(in_channels, num_classes, image_size, **kwargs) -> nn.Module``."""
+def _keyword_params(fn: Callable, fixed: Iterable[str] = ()) -> tuple[str, ...] | None:
+    """Keyword arguments of ``fn`` beyond the first three (and ``fixed``); None when it takes ``**kwargs``."""
+    params = list(inspect.signature(fn).parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params[3:] if p.name not in set(fixed) and p.kind is not p.VAR_POSITIONAL)
+
+
+def register_model(name: str, description: str = "", params: Iterable[str] | None = None) -> Callable:
+    """Decorator registering a factory ``fn(in_channels, num_classes, image_size, **kwargs) -> nn.Module``.
+
+    Args:
+        name: Registry name (``create_model(name, ...)``).
+        description: One line for listings.
+        params: The keyword arguments the factory accepts (default: read from its signature; a factory taking
+            ``**kwargs`` without ``params`` gets any argument passed on).
+    """
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model '{name}' is already registered")
-        _REGISTRY[name] = fn
+        MODELS.add(name, fn, description, params=tuple(params) if params is not None else _keyword_params(fn))
         return fn
 
     return wrap
@@ -62,7 +80,12 @@ def _norm2d(kind: str, channels: int, spatial: tuple[int, int]) -> nn.Module:
         return nn.GroupNorm(4, channels, affine=True)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"unknown norm '{kind}'; choose in, bn, ln, gn or none")
+    raise ConfigError(f"unknown norm '{kind}'; choose in, bn, ln, gn or none")
+
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid, "leakyrelu": lambda: nn.LeakyReLU(0.01),
+}
 
 
 class ConvNet(ClassifierBase):
@@ -73,6 +96,11 @@ class ConvNet(ClassifierBase):
         norm: str = "in", act: str = "relu", pool: str = "avg",
     ) -> None:
         super().__init__()
+        if act not in _ACTIVATIONS or pool not in ("avg", "max", "none"):
+            raise ConfigError(f"ConvNet act must be one of {', '.join(_ACTIVATIONS)} and pool one of avg, max, none; "
+                              f"got act={act!r}, pool={pool!r}")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ConfigError(f"ConvNet width must be an int >= 1, got {width!r}")
         h, w = image_size
         layers: list[nn.Module] = []
         channels = in_channels
@@ -82,11 +110,11 @@ class ConvNet(ClassifierBase):
             # padding 3 on 1-channel inputs grows the map by 4 (28x28 MNIST -> 32x32, as in the reference)
             h, w = h + 2 * padding - 2, w + 2 * padding - 2
             layers.append(_norm2d(norm, width, (h, w)))
-            layers.append({"relu": nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid(), "leakyrelu": nn.LeakyReLU(0.01)}[act])
+            layers.append(_ACTIVATIONS[act]())
             channels = width
             if pool != "none":
                 if h < 2 or w < 2:
-                    raise ValueError(
+                    raise ConfigError(
                         f"image_size {tuple(image_size)} is too small for a depth-{depth} ConvNet "
                         f"(each block halves it); use a smaller depth or larger images"
                     )
@@ -203,10 +231,10 @@ class ResNet18(ClassifierBase):
     def __init__(self, in_channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "in") -> None:
         super().__init__()
         if norm not in ("in", "bn"):
-            raise ValueError(f"resnet18 norm must be 'in' or 'bn', got '{norm}'")
+            raise ConfigError(f"resnet18 norm must be 'in' or 'bn', got '{norm}'")
         if norm == "in" and min(image_size) < 16:
             # three stride-2 stages leave 1x1 maps, where per-channel instance norm zeroes every activation
-            raise ValueError(f"image_size {tuple(image_size)} is too small for resnet18-in (needs >= 16 px); "
+            raise ConfigError(f"image_size {tuple(image_size)} is too small for resnet18-in (needs >= 16 px); "
                              f"use resnet18-bn or a ConvNet")
         blocks: list[nn.Module] = [nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), _norm2d(norm, 64, (1, 1)),
                                    nn.ReLU(inplace=True)]
@@ -230,7 +258,7 @@ def _probe_dim(features: nn.Module, in_channels: int, image_size: tuple[int, int
             out = features(torch.zeros(1, in_channels, *image_size))
             features.train(was_training)
     except RuntimeError as err:
-        raise ValueError(f"image_size {tuple(image_size)} is too small for {name}: {err}") from err
+        raise ConfigError(f"image_size {tuple(image_size)} is too small for {name}: {err}") from None
     return int(out.flatten(1).shape[1])
 
 
@@ -239,23 +267,26 @@ def _probe_dim(features: nn.Module, in_channels: int, image_size: tuple[int, int
 
 for _depth in (1, 2, 3, 4, 5, 6):
     for _norm in ("in", "bn", "ln", "gn", "none"):
-        register_model(f"convnet-{_depth}-{_norm}")(
+        register_model(f"convnet-{_depth}-{_norm}", f"DC/DM ConvNet, depth {_depth}, norm {_norm}",
+                       params=_keyword_params(ConvNet, ("depth", "norm")))(
             lambda c, k, s, _d=_depth, _n=_norm, **kw: ConvNet(c, k, s, depth=_d, norm=_n, **kw)
         )
-register_model("mlp")(lambda c, k, s, **kw: MLP(c, k, s, **kw))
-register_model("lenet")(lambda c, k, s, **kw: LeNet(c, k, s, **kw))
-register_model("alexnet")(lambda c, k, s, **kw: AlexNet(c, k, s, **kw))
-register_model("vgg11")(lambda c, k, s, **kw: VGG(c, k, s, "vgg11", "in", **kw))
-register_model("vgg11-bn")(lambda c, k, s, **kw: VGG(c, k, s, "vgg11", "bn", **kw))
-register_model("resnet18-in")(lambda c, k, s, **kw: ResNet18(c, k, s, "in", **kw))
-register_model("resnet18-bn")(lambda c, k, s, **kw: ResNet18(c, k, s, "bn", **kw))
+register_model("mlp", "3-layer MLP", params=_keyword_params(MLP))(lambda c, k, s, **kw: MLP(c, k, s, **kw))
+register_model("lenet", "LeNet-5", params=())(lambda c, k, s, **kw: LeNet(c, k, s, **kw))
+register_model("alexnet", "AlexNet (DC variant)", params=())(lambda c, k, s, **kw: AlexNet(c, k, s, **kw))
+register_model("vgg11", "VGG-11, instance norm", params=())(lambda c, k, s, **kw: VGG(c, k, s, "vgg11", "in", **kw))
+register_model("vgg11-bn", "VGG-11, batch norm", params=())(lambda c, k, s, **kw: VGG(c, k, s, "vgg11", "bn", **kw))
+register_model("resnet18-in", "ResNet-18, instance norm", params=())(
+    lambda c, k, s, **kw: ResNet18(c, k, s, "in", **kw))
+register_model("resnet18-bn", "ResNet-18, batch norm", params=())(
+    lambda c, k, s, **kw: ResNet18(c, k, s, "bn", **kw))
 
 _ALIASES = {"convnet": "convnet-3-in", "resnet18": "resnet18-in", "vgg": "vgg11"}
 
 
 def list_models() -> list[str]:
     """Registered model names."""
-    return sorted(_REGISTRY)
+    return sorted(MODELS.names())
 
 
 def create_model(
@@ -269,25 +300,27 @@ def create_model(
         in_channels: Image channels.
         num_classes: Output classes.
         image_size: ``(H, W)`` or an int for square images.
-        **kwargs: Architecture options (e.g. ``width=64`` for ConvNet).
+        **kwargs: Architecture options (e.g. ``width=64`` for ConvNet); the model's registry entry lists them.
 
     Raises:
-        ValueError: Unknown name, bad sizes, or an image size the architecture cannot take.
+        ConfigError: Unknown name or argument, bad sizes, or an image size the architecture cannot take (a
+            ``ValueError``).
     """
-    key = _ALIASES.get(name, name)
-    if key not in _REGISTRY:
-        close = [m for m in list_models() if re.split(r"-", m)[0] == re.split(r"-", name)[0]]
-        hint = f" (did you mean {', '.join(close[:6])}?)" if close else ""
-        raise ValueError(f"unknown model '{name}'{hint}; available: {', '.join(list_models())}")
+    entry = MODELS.entry(_ALIASES.get(name, name))
+    valid = entry.info.get("params")
+    unknown = sorted(set(kwargs) - set(valid)) if valid is not None else []
+    if unknown:
+        takes = f"its arguments are {', '.join(valid)}" if valid else "it takes no arguments"
+        raise ConfigError(f"model '{entry.name}' has no argument(s) {', '.join(unknown)}; {takes}")
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     image_size = tuple(int(v) for v in image_size)
     if len(image_size) != 2 or min(image_size) < 1:
-        raise ValueError(f"image_size must be (H, W) with positive sides, got {image_size}")
+        raise ConfigError(f"image_size must be (H, W) with positive sides, got {image_size}")
     if in_channels < 1 or num_classes < 2:
-        raise ValueError(f"need in_channels >= 1 and num_classes >= 2, got {in_channels} and {num_classes}")
-    model = _REGISTRY[key](in_channels, num_classes, image_size, **kwargs)
-    model.spec = {"name": key, "in_channels": in_channels, "num_classes": num_classes,
+        raise ConfigError(f"need in_channels >= 1 and num_classes >= 2, got {in_channels} and {num_classes}")
+    model = entry.obj(in_channels, num_classes, image_size, **kwargs)
+    model.spec = {"name": entry.name, "in_channels": in_channels, "num_classes": num_classes,
                   "image_size": list(image_size), "kwargs": dict(kwargs)}
     return model
 
@@ -298,4 +331,4 @@ def model_from_spec(spec: dict) -> nn.Module:
         return create_model(spec["name"], spec["in_channels"], spec["num_classes"], tuple(spec["image_size"]),
                             **spec.get("kwargs", {}))
     except KeyError as err:
-        raise ValueError(f"model spec lacks {err}; expected name, in_channels, num_classes, image_size") from err
+        raise ConfigError(f"model spec lacks {err}; expected name, in_channels, num_classes, image_size") from None

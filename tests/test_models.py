@@ -57,3 +57,37 @@ def test_bad_model_requests(kwargs, match):
     args = dict(in_channels=1, num_classes=10, image_size=(32, 32)) | kwargs
     with pytest.raises(ValueError, match=match):
         create_model(**args)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, match",
+    [("convnet-3-in", dict(widht=64), "model 'convnet-3-in' has no argument.* widht; its arguments are width, act, pool"),
+     ("convnet", dict(depth=4), "has no argument.* depth"),  # depth and norm are fixed by the name
+     ("mlp", dict(width=32, dropout=0.1), "no argument.* dropout; its arguments are width"),
+     ("resnet18-bn", dict(width=3), "model 'resnet18-bn' has no argument.* width; it takes no arguments"),
+     ("convnet-3-in", dict(act="gelu"), "act must be one of relu, sigmoid, leakyrelu"),
+     ("convnet-3-in", dict(width=0), "width must be an int >= 1"),
+     ("convnet-9-in", {}, "--model: unknown model 'convnet-9-in' .*did you mean")],
+)
+def test_unknown_model_arguments_are_config_errors(name, kwargs, match):
+    from datacomp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        create_model(name, 1, 10, (8, 8), **kwargs)
+
+
+def test_registered_models_list_their_arguments_and_user_models_register():
+    from datacomp.models import MODELS, register_model
+
+    assert MODELS.entry("convnet-3-in").info["params"] == ("width", "act", "pool")
+
+    @register_model("tiny-test-linear", "a linear probe", params=("bias",))
+    def _linear(c, k, s, bias=True):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(c * s[0] * s[1], k, bias=bias))
+
+    assert "tiny-test-linear" in list_models()
+    assert create_model("tiny-test-linear", 1, 3, 4, bias=False).spec["kwargs"] == {"bias": False}
+    with pytest.raises(ValueError, match="no argument"):
+        create_model("tiny-test-linear", 1, 3, 4, scale=2)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("tiny-test-linear")(_linear)
