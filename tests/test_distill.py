@@ -16,7 +16,9 @@ from datacomp.distillers.multiformation import decode, encode_mosaic, resolve_fa
 from datacomp.distillers.ncfm import NCFMDistiller, ncfm_loss
 from datacomp.distillers.pool import PoolSpec, build_pool
 from datacomp.distillers.presets import PRESETS, get_config, preset_differences, resolve_native_bf16
-from datacomp.distillers.runner import DistillationDiverged, run_distillation
+from datacomp.distillers import DistillResult, distill
+from datacomp.distillers.loop import DistillationDiverged
+from datacomp.errors import ConfigError, RunDirError
 from datacomp.models import create_model
 from datacomp.synset import SyntheticSet
 
@@ -54,10 +56,10 @@ def run_tiny(tiny, out: Path, method: str = "ncfm", **kwargs):
     name, pool_dir = tiny
     overrides = {"ncfm": dict(TINY_NCFM), "dm": {"real_batch": 12}}.get(method, {})
     overrides.update(kwargs.pop("overrides", {}))
-    args = dict(method=method, dataset=name, ipc=1, preset="cpu-quick", out=out, overrides=overrides,
-                eval_runs=0, checkpoint_every=2, pool_dir=pool_dir, progress=False, device="cpu")
+    args = dict(method=method, ipc=1, preset="cpu-quick", out=out, overrides=overrides, eval_runs=0,
+                checkpoint_every=2, pool_dir=pool_dir, quiet=True, device="cpu")
     args.update(kwargs)
-    return run_distillation(**args)
+    return distill(name, **args)
 
 
 # ---------------------------------------------------------------------------------------------------- presets
@@ -93,7 +95,7 @@ def test_get_config_parses_cli_strings() -> None:
 @pytest.mark.parametrize(
     ("method", "preset", "overrides", "match"),
     [
-        ("mtt", "paper", {}, "unknown method"),
+        ("mtt", "paper", {}, "unknown distillation method .mtt.; choose one of ncfm, dm, random"),
         ("ncfm", "fast", {}, "unknown preset"),
         ("ncfm", "paper", {"temperature": 1}, "unknown ncfm setting"),
         ("ncfm", "paper", {"alpha": 1.5}, "alpha must lie in"),
@@ -296,7 +298,8 @@ def test_dm_step_reduces_mean_embedding_distance(tiny) -> None:
 # ---------------------------------------------------------------------------------------------------- runner
 @pytest.mark.parametrize("method", ["ncfm", "dm", "random"])
 def test_run_writes_complete_run_directory(tiny, tmp_path: Path, method: str) -> None:
-    record = run_tiny(tiny, tmp_path / method, method=method, overrides={"iterations": 0 if method == "random" else 3})
+    result = run_tiny(tiny, tmp_path / method, method=method, overrides={"iterations": 0 if method == "random" else 3})
+    assert isinstance(result, DistillResult) and result.out == tmp_path / method
     out = tmp_path / method
     for name in ("synset.safetensors", "grid.png", "loss.png", "log.json", "run.json"):
         assert (out / name).is_file(), name
@@ -307,7 +310,8 @@ def test_run_writes_complete_run_directory(tiny, tmp_path: Path, method: str) ->
     assert meta["space"] == {"ncfm": "pixel", "dm": "normalized", "random": "pixel"}[method]
     assert meta["factor"] == (2 if method == "ncfm" else 1)
     run = json.loads((out / "run.json").read_text())
-    assert run == json.loads(json.dumps(record))
+    assert run == json.loads(json.dumps(result.record.to_dict()))
+    assert run["output_sha256"] == synset.content_digest() == result.synset.content_digest()
     assert run["kind"] == "distill" and run["num_items"] == NUM_CLASSES and run["full_train_size"] == 96
     phases = [p["name"] for p in run["cost"]["phases"]]
     if method != "random":
@@ -337,10 +341,13 @@ def test_cf_bf16_auto_follows_native_bf16(monkeypatch, cpu_bf16: bool) -> None:
 
 
 def test_run_evaluates_with_baseline(tiny, tmp_path: Path) -> None:
-    record = run_tiny(tiny, tmp_path / "e", overrides={"iterations": 2}, eval_runs=1, eval_protocol="smoke")
+    result = run_tiny(tiny, tmp_path / "e", overrides={"iterations": 2}, eval_runs=1, eval_protocol="smoke")
+    record = result.record.to_dict()
     assert record["eval"]["protocol"] == "smoke" and len(record["eval"]["accuracies"]) == 1
-    assert record["baseline"]["num_train_images"] == NUM_CLASSES  # ipc real images per class
+    # The random baseline holds the set's STORED images per class (DD-Ranking's same IPC), not factor**2 x ipc.
+    assert record["baseline"]["num_train_images"] == NUM_CLASSES
     assert record["eval"]["num_train_images"] == 4 * NUM_CLASSES  # factor 2: four decoded images per stored one
+    assert result.ior == pytest.approx(result.eval.mean - result.baseline.mean)
 
 
 @pytest.mark.parametrize(
@@ -348,59 +355,63 @@ def test_run_evaluates_with_baseline(tiny, tmp_path: Path) -> None:
     [
         ({"ipc": 0}, "ipc must be an integer >= 1"),
         ({"ipc": 25}, "exceeds the smallest class"),
-        ({"method": "kip"}, "unknown method"),
+        ({"method": "kip"}, "unknown distillation method 'kip'"),
         ({"preset": "quick"}, "unknown preset"),
         ({"model": "convnet-5-in"}, "cannot take the 8x8 images"),
         ({"overrides": {"factor": 3}}, "factor=3 does not fit"),
         ({"checkpoint_every": 0}, "checkpoint_every must be"),
         ({"eval_runs": 1, "eval_protocol": "fast"}, "unknown protocol"),
+        ({"overrides": {"iterations": 2.5}}, "iterations must be a int"),
+        ({"overrides": {"alpha": True}}, "alpha must be a float"),
+        ({"device": "cuda:99"}, "--device"),
+        ({"colour": 1}, r"unknown run option\(s\) \['colour'\]"),
         ({"resume": True}, "no complete checkpoint"),
         ({"resume": True, "overwrite": True}, "exclude each other"),
     ],
 )
 def test_run_rejects_bad_input(tiny, tmp_path: Path, kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         run_tiny(tiny, tmp_path / "bad", **kwargs)
     assert not (tmp_path / "bad" / "checkpoints").exists() or not any((tmp_path / "bad" / "checkpoints").iterdir())
 
 
 def test_existing_run_needs_resume_or_overwrite(tiny, tmp_path: Path) -> None:
     run_tiny(tiny, tmp_path / "r", overrides={"iterations": 2})
-    with pytest.raises(ValueError, match="already holds a run"):
+    with pytest.raises(RunDirError, match="already holds a run"):
         run_tiny(tiny, tmp_path / "r", overrides={"iterations": 2})
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(ConfigError, match="different settings"):
         run_tiny(tiny, tmp_path / "r", overrides={"iterations": 4, "alpha": 0.9}, resume=True)
     extended = run_tiny(tiny, tmp_path / "r", overrides={"iterations": 4}, resume=True)  # only iterations may change
     log = json.loads((tmp_path / "r" / "log.json").read_text())
     assert len(log["loss"]) == 4 and {"iteration": 2, "event": "resumed"} in log["events"]
-    assert extended["config"]["config"]["iterations"] == 4
+    assert extended.record.config["config"]["iterations"] == 4
     run_tiny(tiny, tmp_path / "r", overrides={"iterations": 1}, overwrite=True)
     assert len(json.loads((tmp_path / "r" / "log.json").read_text())["loss"]) == 1
 
 
 def test_resume_accepts_checkpoints_written_before_new_config_fields(tiny, tmp_path: Path) -> None:
     """A checkpoint from before ``views`` existed, with ``cf_bf16`` stored as a bool, still resumes."""
-    from datacomp.distillers import runner
+    from datacomp.distillers import checkpoints
 
     out = tmp_path / "old"
     run_tiny(tiny, out, overrides={"iterations": 2})
     settings = json.loads((out / "run.json").read_text())["config"]
     old = {**settings, "config": {k: v for k, v in settings["config"].items() if k != "views"}}
     old["config"]["cf_bf16"] = old["config"]["cf_bf16"] == "on"
-    assert runner._comparable(old) == runner._comparable(settings)
+    assert checkpoints.comparable(old) == checkpoints.comparable(settings)
     changed = {**settings, "config": {**settings["config"], "alpha": 0.9}}
-    assert runner._comparable(changed) != runner._comparable(settings)
+    assert checkpoints.comparable(changed) != checkpoints.comparable(settings)
 
 
 def test_resume_refuses_a_float32_checkpoint_from_before_cf_bf16_under_bf16(tiny, tmp_path: Path) -> None:
     """A checkpoint without ``cf_bf16`` ran the characteristic function in float32: it is ``off``, not the default."""
-    from datacomp.distillers import runner
+    from datacomp.distillers import checkpoints
 
     run_tiny(tiny, tmp_path / "r", overrides={"iterations": 1, "cf_bf16": "on"})
     settings = json.loads((tmp_path / "r" / "run.json").read_text())["config"]
     old = {**settings, "config": {k: v for k, v in settings["config"].items() if k != "cf_bf16"}}
-    assert runner._comparable(old) != runner._comparable(settings)
-    assert runner._comparable(old) == runner._comparable(
+    assert checkpoints.comparable(old) != checkpoints.comparable(settings)
+    assert checkpoints.comparable(old) == checkpoints.comparable(
         {**settings, "config": {**settings["config"], "cf_bf16": "off"}})
 
 
@@ -440,10 +451,153 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path: Path, mon
 
     monkeypatch.setattr(dm_module, "mean_embedding_loss", failing_loss)
     out = tmp_path / "nan"
-    with pytest.raises(DistillationDiverged, match=r"loss became nan at iteration 4: stopped; the last good checkpoint \(iteration 2\)"):
+    with pytest.raises(DistillationDiverged, match=r"non-finite at iteration 4 \(synthetic images, loss; loss nan\): stopped; the last good "
+                                                   r"checkpoint \(iteration 2\)"):
         run_tiny(tiny, out, method="dm", overrides={"iterations": 6})
     assert (out / "checkpoints" / "ckpt-r0of1-it2.pt").is_file()
     assert not (out / "synset.safetensors").exists()
     monkeypatch.setattr(dm_module, "mean_embedding_loss", real_loss)
     run_tiny(tiny, out, method="dm", overrides={"iterations": 6}, resume=True)
     assert SyntheticSet.load(out / "synset.safetensors").metadata["iterations"] == 6
+
+
+
+# ------------------------------------------------------------------------------------------- reliability of the run
+def _checkpoint_files(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").glob("ckpt-*.pt"))
+
+
+def test_huge_image_step_stops_at_once_without_writing_a_checkpoint(tiny, tmp_path: Path) -> None:
+    """lr_img=1e30 makes the images (and psi) non-finite in the first iteration although the loss of that
+    iteration is finite: the guard checks the images and the sampler, not only the loss."""
+    out = tmp_path / "huge"
+    with pytest.raises(DistillationDiverged, match=r"non-finite at iteration 1 \(synthetic images.*no checkpoint was "
+                                                   r"written yet.*lr_img"):
+        run_tiny(tiny, out, overrides={"iterations": 4, "lr_img": 1e30}, checkpoint_every=1)
+    assert _checkpoint_files(out) == []
+    assert not (out / "synset.safetensors").exists()
+
+
+@pytest.mark.parametrize("what", ["images", "sampler"])
+def test_non_finite_state_with_finite_loss_keeps_the_last_finite_checkpoints(tiny, tmp_path: Path, monkeypatch,
+                                                                             what: str) -> None:
+    real_step = ncfm_module.NCFMDistiller.step
+
+    def poisoned(self, iteration):
+        losses = real_step(self, iteration)
+        if iteration == 4:  # the fifth iteration: the loss stays finite, the state does not
+            target = self.images if what == "images" else next(self.sampler.parameters())
+            with torch.no_grad():
+                target.view(-1)[0] = float("inf")
+        return losses
+
+    monkeypatch.setattr(ncfm_module.NCFMDistiller, "step", poisoned)
+    out = tmp_path / what
+    label = "synthetic images" if what == "images" else "frequency sampler parameters"
+    with pytest.raises(DistillationDiverged, match=rf"iteration 5 \({label}.*checkpoint \(iteration 4\)"):
+        run_tiny(tiny, out, overrides={"iterations": 8}, checkpoint_every=1)
+    assert _checkpoint_files(out) == ["ckpt-r0of1-it3.pt", "ckpt-r0of1-it4.pt"]  # rotation kept the finite ones
+    state = torch.load(out / "checkpoints" / "ckpt-r0of1-it4.pt", weights_only=True)
+    assert torch.isfinite(state["distiller"]["images"]).all()
+    assert all(torch.isfinite(v).all() for v in state["distiller"]["sampler"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_resume_falls_back_to_the_newest_readable_checkpoint(tiny, tmp_path: Path, capsys, damage: str) -> None:
+    reference = run_tiny(tiny, tmp_path / "ref", method="dm", overrides={"iterations": 6})
+    out = tmp_path / "r"
+    run_tiny(tiny, out, method="dm", overrides={"iterations": 4})
+    (out / "run.json").unlink()  # as if killed after the last checkpoint
+    newest = out / "checkpoints" / "ckpt-r0of1-it4.pt"
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a checkpoint")
+    capsys.readouterr()
+    resumed = run_tiny(tiny, out, method="dm", overrides={"iterations": 6}, resume=True)
+    err = capsys.readouterr().err
+    assert "ckpt-r0of1-it4.pt is unreadable" in err and "resuming from iteration 2" in err
+    log = json.loads((out / "log.json").read_text())
+    assert {"iteration": 2, "event": "resumed"} in log["events"]
+    assert resumed.synset.content_digest() == reference.synset.content_digest()
+
+
+def test_resume_without_a_readable_checkpoint_is_a_clear_error(tiny, tmp_path: Path) -> None:
+    from datacomp.errors import FormatError
+
+    out = tmp_path / "r"
+    run_tiny(tiny, out, method="dm", overrides={"iterations": 4})
+    for path in (out / "checkpoints").glob("*.pt"):
+        path.write_bytes(b"")
+    with pytest.raises(FormatError, match=r"none of the checkpoints .* can be read \(iterations 4, 2\); start again "
+                                          "with --overwrite"):
+        run_tiny(tiny, out, method="dm", overrides={"iterations": 6}, resume=True)
+
+
+def test_stale_temp_files_are_removed_and_a_killed_run_is_refused_without_resume(tiny, tmp_path: Path) -> None:
+    out = tmp_path / "k"
+    run_tiny(tiny, out, method="dm", overrides={"iterations": 2})
+    (out / "run.json").unlink()  # a run killed after its checkpoint: only checkpoints/ remains
+    stale = [out / "checkpoints" / ".ckpt-r0of1-it4.pt.x1y2.tmp", out / ".synset.safetensors.abc.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    with pytest.raises(RunDirError, match="checkpoints of an unfinished run; pass --resume"):
+        run_tiny(tiny, out, method="dm", overrides={"iterations": 4})
+    run_tiny(tiny, out, method="dm", overrides={"iterations": 4}, resume=True)
+    assert not any(path.exists() for path in stale)
+
+
+def test_a_second_run_on_the_same_out_fails_fast(tiny, tmp_path: Path) -> None:
+    from datacomp.io import RunDir
+
+    with RunDir(tmp_path / "busy"):
+        with pytest.raises(RunDirError, match="in use by another datacomp run"):
+            run_tiny(tiny, tmp_path / "busy", method="dm", overrides={"iterations": 2})
+
+
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)])
+def test_signal_writes_a_checkpoint_and_names_the_resume_command(tiny, tmp_path: Path, monkeypatch, signum: int,
+                                                                 code: int) -> None:
+    import os
+
+    from datacomp.distillers.loop import Interrupted
+
+    reference = run_tiny(tiny, tmp_path / "ref", method="dm", overrides={"iterations": 6})
+    real_step = dm_module.DMDistiller.step
+
+    def interrupted(self, iteration):
+        if iteration == 2:
+            os.kill(os.getpid(), signum)
+        return real_step(self, iteration)
+
+    monkeypatch.setattr(dm_module.DMDistiller, "step", interrupted)
+    out = tmp_path / "sig"
+    with pytest.raises(Interrupted, match=r"received: stopped after iteration 3 of 6.*Continue with: RESUME") as info:
+        run_tiny(tiny, out, method="dm", overrides={"iterations": 6}, checkpoint_every=4, resume_hint="RESUME")
+    assert info.value.exit_code == code
+    assert _checkpoint_files(out) == ["ckpt-r0of1-it3.pt"]  # written on the signal, between the regular ones
+    monkeypatch.setattr(dm_module.DMDistiller, "step", real_step)
+    resumed = run_tiny(tiny, out, method="dm", overrides={"iterations": 6}, checkpoint_every=4, resume=True)
+    assert resumed.synset.content_digest() == reference.synset.content_digest()
+
+
+def test_random_method_draws_the_subset_command_s_subset(tiny, tmp_path: Path) -> None:
+    from datacomp.cli import main
+    from datacomp.evaluation import random_subset
+
+    result = run_tiny(tiny, tmp_path / "rand", method="random", seed=5, ipc=3)
+    main(["subset", "random", "--dataset", tiny[0], "--ipc", "3", "--seed", "5", "--out", str(tmp_path / "s.safetensors")])
+    subset = SyntheticSet.load(tmp_path / "s.safetensors")
+    assert result.synset.content_digest() == subset.content_digest()
+    assert result.synset.content_digest() == random_subset(load_dataset(tiny[0]), 3, seed=5).content_digest()
+    assert result.record.output_sha256 == subset.content_digest()
+
+
+def test_registry_holds_one_entry_per_method() -> None:
+    from datacomp.distillers import DISTILLERS
+    from datacomp.distillers.configs import DMConfig, NCFMConfig, RandomConfig
+
+    assert DISTILLERS.names() == ["ncfm", "dm", "random"]
+    for name, config in (("ncfm", NCFMConfig), ("dm", DMConfig), ("random", RandomConfig)):
+        entry = DISTILLERS.entry(name)
+        assert entry.description and entry.info["config"] is config and entry.obj.method == name
+        assert set(entry.info["presets"]) == {"paper", "official", "cpu-quick"}
+        assert all(isinstance(c, config) for c in entry.info["presets"].values())

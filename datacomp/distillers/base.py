@@ -17,6 +17,7 @@ from torch import Tensor
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset
 from datacomp.distillers.distributed import Context
+from datacomp.errors import ConfigError
 
 __all__ = ["Distiller", "Job", "AllReduce", "draw_seed", "features_no_grad", "REAL_CHUNK"]
 
@@ -164,12 +165,12 @@ class Distiller:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if list(state["classes"]) != self.classes:
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint holds classes {list(state['classes'])} but this process distils {self.classes}; "
                 "resume with the same number of processes as the interrupted run"
             )
         if tuple(state["images"].shape) != tuple(self.images.shape):
-            raise ValueError(f"checkpoint images {tuple(state['images'].shape)} do not match this run's "
+            raise ConfigError(f"checkpoint images {tuple(state['images'].shape)} do not match this run's "
                              f"{tuple(self.images.shape)} (different --ipc, dataset or factor?)")
         with torch.no_grad():
             self.images.copy_(state["images"].to(self.images.device))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from datacomp.errors import ConfigError
 from datacomp.synset import decode_multiformation
 
 __all__ = ["decode", "encode_mosaic", "check_factor", "resolve_factor", "AUTO_MIN_TILE"]
@@ -28,12 +29,12 @@ def resolve_factor(factor: int, image_size: tuple[int, int]) -> int:
 
 
 def check_factor(image_size: tuple[int, int], factor: int) -> None:
-    """Raise ``ValueError`` unless ``factor`` divides both image sides (and leaves tiles of at least 2 pixels)."""
+    """Raise :class:`~datacomp.errors.ConfigError` unless ``factor`` divides both image sides (and leaves tiles of at least 2 pixels)."""
     h, w = image_size
     if not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"factor must be an int >= 1, got {factor!r}")
+        raise ConfigError(f"factor must be an int >= 1, got {factor!r}")
     if h % factor or w % factor or h // factor < 2 or w // factor < 2:
-        raise ValueError(
+        raise ConfigError(
             f"factor={factor} does not fit {h}x{w} images: each side must be divisible by it and leave tiles of at "
             f"least 2 pixels; use --factor 1 (no multi-formation) or a factor dividing {h} and {w}"
         )
@@ -61,7 +62,7 @@ def encode_mosaic(images: Tensor, factor: int) -> Tensor:
     check_factor((h, w), factor)
     per = factor * factor
     if total % per:
-        raise ValueError(f"encode_mosaic needs a multiple of factor**2={per} images, got {total}")
+        raise ConfigError(f"encode_mosaic needs a multiple of factor**2={per} images, got {total}")
     th, tw = h // factor, w // factor
     tiles = F.interpolate(images, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
     n = total // per
