@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from selection_speed import make_features  # the benchmarks folder is on sys.path when this script runs
 
-from datacomp.selectors.geometric import kcenter_greedy, max_min_distance  # noqa: E402
-from selection_speed import make_features  # noqa: E402
+from datacomp.io import atomic_write, write_json
+from datacomp.selectors.geometric import kcenter_greedy, max_min_distance
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def measure(n: int, dim: int, budget: int, seed: int) -> dict:
@@ -75,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{100 * r['kcenter_picks_above_q99']:.1f} % | {r['noise_norm_mean_kcenter_picks']:.2f} | "
                      f"{r['noise_norm_mean_random_picks']:.2f} | {r['noise_norm_median']:.2f} | "
                      f"{r['kcenter_seconds']:.1f} |")
-    from datacomp.cost import save_json
-    from datacomp.synset import atomic_write
-
-    save_json({"rows": rows, "command": sys.argv}, args.out + ".json")
+    write_json(args.out + ".json", {"rows": rows, "command": sys.argv})
     atomic_write(Path(args.out + ".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

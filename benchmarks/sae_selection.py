@@ -47,11 +47,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datacomp.selectors import select, train_sae  # noqa: E402
-from datacomp.selectors.text import TfidfSvdEmbedder, embed_texts, load_text_dataset  # noqa: E402
-from datacomp.synset import atomic_write, package_versions  # noqa: E402
+from datacomp.io import atomic_write, package_versions
+from datacomp.selectors import select, train_sae
+from datacomp.selectors.embeddings import TfidfSvdEmbedder, embed_texts
+from datacomp.selectors.text import load_text_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = "instructions/alpaca_random5000.json"

@@ -32,12 +32,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datacomp.selectors import select, train_sae  # noqa: E402
-from datacomp.selectors.coverage import coverage_of  # noqa: E402
-from datacomp.selectors.geometric import max_min_distance, running_mean_error  # noqa: E402
-from datacomp.selectors.submodular import dense_objective, graph_objective, knn_graph  # noqa: E402
+from datacomp.io import package_versions
+from datacomp.selectors import select, train_sae
+from datacomp.selectors.coverage import coverage_of
+from datacomp.selectors.geometric import max_min_distance, running_mean_error
+from datacomp.selectors.submodular import dense_objective, graph_objective, knn_graph
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -256,12 +255,11 @@ def write_outputs(rows: list[dict], comparisons: list[dict], args: argparse.Name
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from datacomp.selectors.api import _versions
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "config": dict(vars(args)), "machine": {
         "platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}, "versions": _versions(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}, "versions": package_versions(),
         "rows": rows, "comparisons": comparisons}
     _atomic_write(RESULTS / f"selection_speed{tag}.json", json.dumps(report, indent=1, default=float))
 

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from datacomp.errors import ConfigError
 from datacomp.selectors.coverage import coverage_of, greedy_max_coverage, to_binary_csr
 
 
@@ -72,9 +73,9 @@ def test_numeric_nonzero_counts_as_active():
         (np.ones((3, 2), bool), 0, ValueError, "budget must be in"),
         (np.ones((3, 2), bool), -1, ValueError, "budget must be in"),
         (np.ones((3, 2), bool), 4, ValueError, "budget must be in"),
-        (np.ones((3, 2), bool), 1.5, TypeError, "budget must be an int"),
+        (np.ones((3, 2), bool), 1.5, ConfigError, "budget must be an int"),
         (np.ones(3, bool), 1, ValueError, "must be 2-D"),
-        ([[1, 0]], 1, TypeError, "numpy array or scipy.sparse"),
+        ([[1, 0]], 1, ConfigError, "numpy array or scipy.sparse"),
     ],
 )
 def test_rejects_bad_input(matrix, budget, error, match):

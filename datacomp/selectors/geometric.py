@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from datacomp.errors import ConfigError
+
 __all__ = ["herding", "kcenter_greedy", "running_mean_error", "max_min_distance"]
 
 
@@ -58,7 +60,7 @@ def herding(
         is better); ``info`` holds ``final_mean_error``.
     """
     if mode not in ("textbook", "deepcore"):
-        raise ValueError(f"herding mode must be 'textbook' or 'deepcore', got {mode!r}")
+        raise ConfigError(f"herding mode must be 'textbook' or 'deepcore', got {mode!r}")
     feats = _as_float(features)
     n = feats.shape[0]
     mu = feats.mean(axis=0, dtype=np.float64).astype(feats.dtype)
@@ -117,7 +119,7 @@ def kcenter_greedy(
         the radius after every step.
     """
     if start not in ("random", "mean"):
-        raise ValueError(f"kcenter start must be 'random' or 'mean', got {start!r}")
+        raise ConfigError(f"kcenter start must be 'random' or 'mean', got {start!r}")
     feats = _as_float(features)
     n = feats.shape[0]
     sq_norms = np.einsum("ij,ij->i", feats, feats)
@@ -125,7 +127,7 @@ def kcenter_greedy(
     pre = np.asarray(already_selected if already_selected is not None else [], dtype=np.int64)
     if pre.size:
         if pre.min() < 0 or pre.max() >= n:
-            raise ValueError(f"already_selected must index into the {n} items")
+            raise ConfigError(f"already_selected must index into the {n} items")
         for center in np.unique(pre):  # loop over existing centers, not over samples
             np.minimum(min_dist, _sq_dist_to(feats, sq_norms, int(center)), out=min_dist)
         min_dist[pre] = -1.0  # -1 marks "already a center" so it is never picked again, even among duplicates

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from datacomp.errors import ConfigError
+
 from .coverage import greedy_max_coverage
 
 __all__ = ["sae_greedy", "diverse_scan", "sae_simscale", "ORDER_KEYS"]
@@ -36,7 +38,7 @@ def sae_greedy(active: sp.csr_matrix, budget: int, tie_break: str = "index") -> 
         ``saturated_at`` (first step with zero gain, or ``None``).
     """
     if tie_break not in ("index", "size"):
-        raise ValueError(f"tie_break must be 'index' or 'size', got {tie_break!r}")
+        raise ConfigError(f"tie_break must be 'index' or 'size', got {tie_break!r}")
     active = sp.csr_matrix(active)
     if tie_break == "size":
         perm = np.argsort(-np.diff(active.indptr), kind="stable")

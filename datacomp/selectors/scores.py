@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from datacomp.errors import ConfigError, DataError
+
 __all__ = [
     "UNCERTAINTY_KINDS",
     "softmax",
@@ -44,11 +46,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def _check_probs(probs: np.ndarray, name: str = "probs") -> np.ndarray:
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim not in (2, 3):
-        raise ValueError(f"{name} must be [n, C] or [runs, n, C], got shape {p.shape}")
+        raise ConfigError(f"{name} must be [n, C] or [runs, n, C], got shape {p.shape}")
     if p.shape[-1] < 2:
-        raise ValueError(f"{name} needs at least 2 classes in its last axis, got {p.shape[-1]}")
+        raise ConfigError(f"{name} needs at least 2 classes in its last axis, got {p.shape[-1]}")
     if not np.all(np.isfinite(p)) or p.min() < 0 or not np.allclose(p.sum(-1), 1.0, atol=1e-3):
-        raise ValueError(f"{name} must hold finite probabilities summing to 1 over the last axis "
+        raise ConfigError(f"{name} must hold finite probabilities summing to 1 over the last axis "
                          "(pass logits= instead if these are logits)")
     return p
 
@@ -56,7 +58,8 @@ def _check_probs(probs: np.ndarray, name: str = "probs") -> np.ndarray:
 def _onehot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     y = np.asarray(labels)
     if y.min() < 0 or y.max() >= n_classes:
-        raise ValueError(f"labels must lie in [0, {n_classes}) to match the probabilities' class axis")
+        raise DataError(f"labels must lie in [0, {n_classes}) to match the probabilities' class axis, got "
+                        f"{int(y.min())}..{int(y.max())}")
     return np.eye(n_classes, dtype=np.float64)[y]
 
 
@@ -74,9 +77,9 @@ def forgetting_scores(correct: np.ndarray, never_learned: str = "max") -> np.nda
     """
     c = np.asarray(correct)
     if c.ndim not in (2, 3):
-        raise ValueError(f"correct must be [epochs, n] or [runs, epochs, n], got shape {c.shape}")
+        raise ConfigError(f"correct must be [epochs, n] or [runs, epochs, n], got shape {c.shape}")
     if never_learned not in ("max", "zero"):
-        raise ValueError(f"never_learned must be 'max' or 'zero', got {never_learned!r}")
+        raise ConfigError(f"never_learned must be 'max' or 'zero', got {never_learned!r}")
     c = c.astype(bool)
     events = (c[..., :-1, :] & ~c[..., 1:, :]).sum(axis=-2).astype(np.float64)
     learned = c.any(axis=-2)
@@ -115,7 +118,7 @@ def grand_scores(probs: np.ndarray, labels: np.ndarray, embeddings: np.ndarray, 
     p = _check_probs(probs)
     e = np.asarray(embeddings, dtype=np.float64)
     if e.ndim != p.ndim or e.shape[:-1] != p.shape[:-1]:
-        raise ValueError(f"embeddings shape {e.shape} does not match probs shape {p.shape} "
+        raise ConfigError(f"embeddings shape {e.shape} does not match probs shape {p.shape} "
                          "(need the same runs/items axes)")
     err = np.linalg.norm(p - _onehot(labels, p.shape[-1]), axis=-1)
     sq = np.einsum("...d,...d->...", e, e)
@@ -131,7 +134,7 @@ def aum_scores(probs_or_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """
     v = np.asarray(probs_or_logits, dtype=np.float64)
     if v.ndim not in (2, 3):
-        raise ValueError(f"probs_or_logits must be [n, C] or [epochs, n, C], got shape {v.shape}")
+        raise ConfigError(f"probs_or_logits must be [n, C] or [epochs, n, C], got shape {v.shape}")
     y = np.asarray(labels)
     onehot = _onehot(y, v.shape[-1]).astype(bool)
     target = np.take_along_axis(v, np.broadcast_to(y[:, None], v.shape[:-1] + (1,)), axis=-1)[..., 0]
@@ -148,7 +151,7 @@ def uncertainty_scores(probs: np.ndarray, kind: str = "entropy") -> np.ndarray:
     (issue #11); here every kind means "uncertain is high", and selection direction is a separate choice.
     """
     if kind not in UNCERTAINTY_KINDS:
-        raise ValueError(f"uncertainty kind must be one of {UNCERTAINTY_KINDS}, got {kind!r}")
+        raise ConfigError(f"uncertainty kind must be one of {UNCERTAINTY_KINDS}, got {kind!r}")
     p = _check_probs(probs)
     if kind == "least-confidence":
         s = 1.0 - p.max(axis=-1)
@@ -191,16 +194,16 @@ def ccs_sample(
     s = np.asarray(scores, dtype=np.float64)
     n = s.size
     if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta (hard-cut ratio) must be in [0, 1), got {beta}")
+        raise ConfigError(f"beta (hard-cut ratio) must be in [0, 1), got {beta}")
     if hard not in ("high", "low"):
-        raise ValueError(f"hard must be 'high' or 'low', got {hard!r}")
+        raise ConfigError(f"hard must be 'high' or 'low', got {hard!r}")
     if isinstance(n_strata, bool) or not isinstance(n_strata, (int, np.integer)) or n_strata < 1:
-        raise ValueError(f"n_strata must be a positive int, got {n_strata!r}")
+        raise ConfigError(f"n_strata must be a positive int, got {n_strata!r}")
     n_cut = int(np.floor(beta * n))
     order = np.argsort(-s if hard == "high" else s, kind="stable")
     kept = np.sort(order[n_cut:])
     if budget > kept.size:
-        raise ValueError(f"budget {budget} exceeds the {kept.size} items left after the hard cut "
+        raise ConfigError(f"budget {budget} exceeds the {kept.size} items left after the hard cut "
                          f"(beta={beta} removed {n_cut}); lower beta or the budget")
     ks = s[kept]
     lo, hi = float(ks.min()), float(ks.max())

@@ -19,6 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from datacomp.errors import ConfigError
+
 __all__ = [
     "knn_graph",
     "lazy_greedy_facility_location",
@@ -38,7 +40,7 @@ def _knn_search(
 
     n, d = feats.shape
     if knn_index not in ("flat", "ivf"):
-        raise ValueError(f"knn_index must be 'auto', 'flat' or 'ivf', got {knn_index!r}")
+        raise ConfigError(f"knn_index must be 'auto', 'flat' or 'ivf', got {knn_index!r}")
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
     info: dict = {}
     if knn_index == "flat":
@@ -101,11 +103,11 @@ def knn_graph(
         ``(W, info)`` with ``info`` recording the similarity, k, index type and gamma.
     """
     if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     feats = np.ascontiguousarray(features, dtype=np.float32)
     n = feats.shape[0]
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
-        raise ValueError(f"n_neighbors must be a positive int, got {n_neighbors!r}")
+        raise ConfigError(f"n_neighbors must be a positive int, got {n_neighbors!r}")
     k = int(min(n_neighbors, n))
     if knn_index == "auto":
         knn_index = "flat" if n <= 50_000 else "ivf"
@@ -159,7 +161,7 @@ def lazy_greedy_facility_location(
     n_cand, n_points = cover.shape
     indptr, cols, vals = cover.indptr, cover.indices, np.asarray(cover.data, dtype=np.float64)
     if vals.size and vals.min() < 0:
-        raise ValueError("facility location needs non-negative similarities")
+        raise ConfigError("facility location needs non-negative similarities")
     best = np.zeros(n_points, dtype=np.float64)
     assignment = np.full(n_points, -1, dtype=np.int64)
 
@@ -204,9 +206,9 @@ def dense_objective(features: np.ndarray, indices: np.ndarray, similarity: str =
     for ``"rbf"``.
     """
     if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     if similarity == "rbf" and gamma is None:
-        raise ValueError("dense_objective with similarity='rbf' needs gamma")
+        raise ConfigError("dense_objective with similarity='rbf' needs gamma")
     feats = np.asarray(features)
 
     def prepared(rows: np.ndarray) -> np.ndarray:  # float64 per block: no full-size copy
