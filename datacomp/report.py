@@ -1,4 +1,4 @@
-"""The ``datacomp report`` command: compare run directories by accuracy and cost ratios.
+"""Reports comparing run directories by accuracy and cost ratios (the library side of ``datacomp report``).
 
 Reads ``RUN_DIR/run.json`` files (docs/architecture.md, "Run directories"), computes each run's
 :func:`~datacomp.cost.ratios.cost_report` and writes ``report.md``, ``report.csv`` and ``report.png``. The ratio
@@ -7,14 +7,13 @@ functions live in :mod:`datacomp.cost.ratios` and are re-exported here for exist
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .cost import CostLedger, load_json
+from .cost import CostLedger
 from .cost.ratios import (
     DEFINITIONS,
     NON_SELECTION_PHASES,
@@ -31,7 +30,9 @@ from .cost.ratios import (
     savings,
     selection_to_tuning_ratio,
 )
-from .synset import atomic_write
+from .errors import ConfigError, FormatError, MissingInputError
+from .io import RUN_FILE, atomic_write, read_json
+from .record import RUN_KINDS
 
 __all__ = [
     "DEFINITIONS",
@@ -39,7 +40,6 @@ __all__ = [
     "PROTOCOL_KINDS",
     "CostReport",
     "UnitCosts",
-    "add_parser",
     "break_even_reuses",
     "cost_ratio",
     "cost_report",
@@ -52,9 +52,6 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------------
 # Run directories
 # ----------------------------------------------------------------------------------------------------------------
-RUN_KINDS = ("subset", "distill", "select", "eval", "train", "compress")
-
-
 def _check_eval(value: Any, where: str) -> None:
     if value is None:
         return
@@ -73,16 +70,17 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Read and validate ``RUN_DIR/run.json`` (format: docs/architecture.md, "Run directories").
 
     Raises:
-        FileNotFoundError: The directory or its run.json is missing.
-        ValueError: run.json is not valid JSON or a field is missing or invalid (the message names it).
+        MissingInputError: The directory or its run.json is missing (a ``FileNotFoundError``).
+        FormatError: run.json is not valid JSON or a field is missing or invalid (a ``ValueError``; the message names
+            the field).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist (give directories written with --out)")
-    path = run_dir / "run.json"
+        raise MissingInputError(f"run directory {run_dir} does not exist (give directories written with --out)")
+    path = run_dir / RUN_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a run directory written with --out?")
-    run = load_json(path)
+        raise MissingInputError(f"{path} not found: is {run_dir} a run directory written with --out?")
+    run = read_json(path, what="run record")
     try:
         if not isinstance(run, dict):
             raise ValueError(f"top level must be an object, got {type(run).__name__}")
@@ -101,7 +99,7 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         _check_eval(run.get("eval"), "eval")
         _check_eval(run.get("baseline"), "baseline")
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: invalid run.json: {err}") from None
+        raise FormatError(f"{path}: invalid run.json: {err}") from None
     run["_path"] = str(run_dir)
     return run
 
@@ -311,10 +309,12 @@ def write_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
         unit: Cost axis of the plot, ``flops`` or ``seconds``.
     """
     if unit not in UNITS:
-        raise ValueError(f"unit must be one of {list(UNITS)}, got {unit!r}")
+        raise ConfigError(f"unit must be one of {list(UNITS)}, got {unit!r}")
     run_dirs = list(run_dirs)
     if not run_dirs:
-        raise ValueError("give at least one RUN_DIR")
+        raise ConfigError("give at least one RUN_DIR")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; give a folder for report.md, report.csv and report.png")
     runs = [load_run(d) for d in run_dirs]
     full_runs = {_full_data_key(r): r for r in runs if r["num_items"] == r["full_train_size"] and r.get("eval")}
     rows = [summarise_run(r, full_epochs=full_epochs, full_run=full_runs.get(_full_data_key(r))) for r in runs]
@@ -325,36 +325,3 @@ def write_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
     atomic_write(out / "report.csv", render_csv(rows))
     skipped = render_plot(rows, out / "report.png", unit=unit)
     return {"rows": rows, "text": text, "skipped": skipped, "out": out}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------------------
-def _cmd_report(args: argparse.Namespace) -> int:
-    result = write_report(args.run_dirs, args.out, full_epochs=args.full_epochs, unit=args.cost_unit)
-    print(result["text"])
-    print("\nCosts are per training run; 'a / b' = marginal / fully loaded.")
-    for key, text in DEFINITIONS.items():
-        print(f"  {key}: {text}")
-    for row in result["rows"]:
-        for note in row["report"].notes:
-            print(f"  note ({row['run']}): {note}")
-    for note in result["skipped"]:
-        print(f"  plot: {note}")
-    out = result["out"]
-    print(f"wrote {out / 'report.md'}, {out / 'report.csv'}, {out / 'report.png'}")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``datacomp report RUN_DIR... [--out DIR] [--full-epochs N] [--cost-unit flops|seconds]``."""
-    p = subparsers.add_parser("report", help="accuracy and cost-ratio table across run directories",
-                              description="Compare runs: accuracy vs random baseline, selection cost, savings, "
-                                          "cost ratio R, STR and break-even reuses; writes report.md/.csv/.png.")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="directories holding run.json")
-    p.add_argument("--out", default="report", help="output folder (default: ./report)")
-    p.add_argument("--full-epochs", type=float, default=None,
-                   help="epochs of full-data training for the estimated C_full (default: the subset's epochs)")
-    p.add_argument("--cost-unit", choices=list(UNITS), default="flops", help="cost axis of report.png")
-    p.set_defaults(func=_cmd_report)
-    return p

@@ -170,6 +170,11 @@ def test_evaluation_rejects_mismatches(change, match):
         evaluate_synset(syn, ds, runs=change.get("runs", 1), protocol="smoke", progress=False)
 
 
+def _mosaic_set(ds, ipc=3, factor=2):
+    syn = random_subset(ds, ipc, seed=4)
+    return SyntheticSet(syn.images, syn.labels, dict(syn.metadata, factor=factor))
+
+
 def test_cli_subset_then_eval(tmp_path, capsys):
     out = tmp_path / "r.safetensors"
     assert main(["subset", "random", "--dataset", "digits", "--ipc", "5", "--seed", "1", "--out", str(out)]) == 0
@@ -183,11 +188,74 @@ def test_cli_subset_then_eval(tmp_path, capsys):
     assert set(doc["results"]) == {"convnet-3-in", "mlp"} and len(doc["results"]["mlp"]["accuracies"]) == 1
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["kind"] == "eval" and run["eval"]["mean"] > 0.1 and run["baseline"] is not None
+    assert run["schema"] == 1 and run["output_sha256"] == SyntheticSet.load(out).content_digest()
+    from datacomp.record import RunRecord
+
+    assert RunRecord.read(tmp_path / "run").extra["evaluations"]["mlp"]["model"] == "mlp"
 
 
-def _mosaic_set(ds, ipc=3, factor=2):
-    syn = random_subset(ds, ipc, seed=4)
-    return SyntheticSet(syn.images, syn.labels, dict(syn.metadata, factor=factor))
+@pytest.fixture()
+def small_set(tmp_path):
+    return random_subset(load_dataset("digits"), 1, seed=0).save(tmp_path / "s.safetensors")
+
+
+def _no_training(monkeypatch):
+    import datacomp.cli.evaluate as cli_eval
+
+    def boom(*args, **kwargs):
+        raise AssertionError("training started before the arguments were checked")
+
+    monkeypatch.setattr(cli_eval, "evaluate_synset", boom)
+    monkeypatch.setattr(cli_eval, "evaluate_random_baseline", boom)
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [(["--json", "{tmp}"], "--json .* is a folder; give a file path"),
+     (["--json", "{tmp}/file.txt/x.json"], "--json .*file.txt is a file, not a folder"),
+     (["--json", "{tmp}/locked/x.json"], "--json .*locked is not writable"),
+     (["--device", "cuda:3"], "--device cuda:3"),
+     (["--model", "convnet-3-in", "nope-net"], "--model: unknown model 'nope-net'"),
+     (["--model", "convnet-4-in"], "too small for a depth-4 ConvNet"),
+     (["--protocol", "fastest"], "unknown protocol 'fastest'"),
+     (["--runs", "0"], "--runs must be >= 1"),
+     (["--out", "{tmp}/heldrun"], "--out .*heldrun already holds a run; choose another folder or pass --overwrite")],
+)
+def test_cli_eval_checks_outputs_and_arguments_before_training(small_set, tmp_path, capsys, monkeypatch, extra, match):
+    import os
+
+    if os.geteuid() == 0 and "locked" in " ".join(extra):
+        pytest.skip("root can write anywhere")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "locked").mkdir(mode=0o500)
+    (tmp_path / "heldrun").mkdir()
+    (tmp_path / "heldrun" / "run.json").write_text("{}")
+    _no_training(monkeypatch)
+    argv = ["eval", str(small_set), "--protocol", "smoke", "--quiet", *[e.format(tmp=tmp_path) for e in extra]]
+    assert main(argv) == 2
+    assert pytest.importorskip("re").search(match, capsys.readouterr().err)
+
+
+def test_cli_subset_refuses_an_existing_file_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "r.safetensors"
+    out.write_bytes(b"a file of the user")
+    argv = ["subset", "random", "--dataset", "digits", "--ipc", "2", "--out", str(out)]
+    assert main(argv) == 2
+    assert "already exists; choose another path or pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"a file of the user"
+    assert main([*argv, "--overwrite"]) == 0 and SyntheticSet.load(out).images_per_class() == [2] * 10
+    assert main(["subset", "random", "--dataset", "digits", "--ipc", "2", "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_cli_eval_baseline_of_a_multiformation_set_has_the_stored_ipc(tmp_path, capsys):
+    ds = load_dataset("digits")
+    path = _mosaic_set(ds, ipc=2, factor=2).save(tmp_path / "m.safetensors")
+    assert main(["eval", str(path), "--protocol", "smoke", "--epochs", "2", "--runs", "1", "--quiet", "--json",
+                 str(tmp_path / "e.json")]) == 0
+    doc = json.loads((tmp_path / "e.json").read_text())
+    assert doc["results"]["convnet-3-in"]["num_train_images"] == 80  # 20 mosaics decoded into 4 tiles each
+    assert doc["baselines"]["convnet-3-in"]["num_train_images"] == 20  # 2 stored images per class, not 8
 
 
 def test_baseline_counts_are_the_stored_images_per_class():

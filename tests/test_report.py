@@ -7,7 +7,9 @@ import json
 import pytest
 
 from datacomp.cost import CostLedger
-from datacomp.report import add_parser, load_run, write_report
+from datacomp.cli.report import add_parser
+from datacomp.errors import ConfigError, FormatError, MissingInputError
+from datacomp.report import load_run, write_report
 
 FULL_N = 1000
 
@@ -138,18 +140,18 @@ def test_invalid_run_json_is_rejected(tmp_path, mutate, match):
     run = json.loads((run_dir / "run.json").read_text())
     mutate(run)
     (run_dir / "run.json").write_text(json.dumps(run))
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(FormatError, match=match):
         load_run(run_dir)
 
 
 def test_missing_and_malformed_run_json(tmp_path, capsys):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(MissingInputError, match="does not exist"):
         load_run(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"run.json not found: is .* a run directory"):
+    with pytest.raises(MissingInputError, match=r"run.json not found: is .* a run directory"):
         load_run(tmp_path / "empty")
     (tmp_path / "empty" / "run.json").write_text("{oops")
-    with pytest.raises(ValueError, match="is not valid JSON"):
+    with pytest.raises(FormatError, match="is not valid JSON"):
         load_run(tmp_path / "empty")
     from datacomp import cli
 
@@ -163,5 +165,19 @@ def test_missing_and_malformed_run_json(tmp_path, capsys):
 ])
 def test_invalid_write_report_arguments(run_dirs, tmp_path, kwargs, match):
     kwargs = {"run_dirs": run_dirs, "out_dir": tmp_path / "o", **kwargs}
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         write_report(**kwargs)
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    (["--full-epochs", "0"], "--full-epochs must be a positive number"),
+    (["--full-epochs", "nan"], "--full-epochs must be a positive number"),
+    (["--out", "FILE"], "--out .* is a file; give a folder"),
+])
+def test_report_command_errors_exit_2_with_a_message(run_dirs, tmp_path, capsys, extra, match):
+    from datacomp import cli
+
+    (tmp_path / "FILE").write_text("x")
+    extra = [str(tmp_path / "FILE") if e == "FILE" else e for e in extra]
+    assert cli.main(["report", *map(str, run_dirs), *extra]) == 2
+    assert pytest.importorskip("re").search(match, capsys.readouterr().err)
