@@ -22,10 +22,10 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from datacomp.cli.options import resolve_device
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.errors import ConfigError
 from datacomp.io import RunDir
+from datacomp.runtime import resolve_device
 
 from .budgets import Size
 from .image_run import check_image_job, run_images
