@@ -14,12 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from datacomp.distillers.cli import main
-from datacomp.distillers.runner import run_distillation
+from datacomp.cli import main as datacomp_main
+from datacomp.distillers import distill
 from datacomp.synset import SyntheticSet
 from test_distill import NUM_CLASSES, TINY_NCFM, write_tiny_npz
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str]) -> int:
+    return datacomp_main(["distill", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,7 @@ def _flags(tiny, out: Path, iterations: int, every: int, extra: tuple[str, ...] 
     name, pool_dir = tiny
     sets = [f"--set={k}={v}" for k, v in TINY_NCFM.items()]
     return ["--dataset", name, "--ipc", "1", "--iterations", str(iterations), "--out", str(out), "--pool-dir",
-            pool_dir, "--checkpoint-every", str(every), "--eval-runs", "0", "--device", "cpu", "--no-progress",
+            pool_dir, "--checkpoint-every", str(every), "--eval-runs", "0", "--device", "cpu", "--quiet",
             *sets, *extra]
 
 
@@ -57,15 +61,22 @@ def test_cli_main_runs_and_reports(tiny, tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        (("--method", "mtt"), "unknown method"),
+        (("--method", "mtt"), "unknown distillation method 'mtt'"),
         (("--preset", "huge"), "unknown preset"),
         (("--ipc", "0"), "ipc must be an integer >= 1"),
         (("--set", "alpha"), "--set expects KEY=VALUE"),
+        (("--set", "plateau_patience=2.5"), "plateau_patience must be a int"),
+        (("--set", "sampler=[1]"), "sampler must be a str"),
+        (("--set", "gamma=1"), "unknown ncfm setting(s) ['gamma']"),
+        (("--device", "cuda:99"), "--device cuda:99"),
+        (("--resume", "--overwrite"), "exclude each other"),
     ],
 )
 def test_cli_errors_are_clear(tiny, tmp_path: Path, capsys, extra: tuple[str, ...], match: str) -> None:
     assert main(_flags(tiny, tmp_path / "x", 1, 1, extra)) == 2
-    assert match in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+    assert not (tmp_path / "x" / "checkpoints").is_dir() or not any((tmp_path / "x" / "checkpoints").iterdir())
 
 
 @pytest.mark.slow
@@ -86,7 +97,7 @@ def _resume_after_sigkill(tiny, tmp_path: Path, reference: Path, iterations: int
     assert main(_flags(tiny, reference, iterations, every)) == 0  # also fills the pool cache
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "datacomp.distillers.cli", *_flags(tiny, killed, iterations, every)]
+    cmd = [sys.executable, "-m", "datacomp", "distill", *_flags(tiny, killed, iterations, every)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and not _checkpoint_iterations(killed / "checkpoints"):
@@ -121,8 +132,8 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_torchrun_two_processes_gathers_one_synset(tiny, tmp_path: Path) -> None:
     single = tmp_path / "single"
-    run_distillation(dataset=tiny[0], ipc=1, out=single, overrides={**TINY_NCFM, "iterations": 4},
-                     checkpoint_every=2, eval_runs=0, pool_dir=tiny[1], progress=False, device="cpu")
+    distill(tiny[0], "ncfm", 1, overrides={**TINY_NCFM, "iterations": 4}, out=single, checkpoint_every=2, eval_runs=0,
+            pool_dir=tiny[1], quiet=True, device="cpu")
     multi = tmp_path / "multi"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
            f"--master_port={_free_port()}", "-m", "datacomp", "distill", *_flags(tiny, multi, 4, 2)]
@@ -138,6 +149,52 @@ def test_torchrun_two_processes_gathers_one_synset(tiny, tmp_path: Path) -> None
     assert {k: v for k, v in a.metadata.items() if k not in volatile} == {
         k: v for k, v in b.metadata.items() if k not in volatile}
     assert b.metadata["details"]["world_size"] == 2
-    # Class-parallel runs follow the single-process trajectory (psi's gradient is summed across processes).
+    # All four classes form one synthetic group here, which two processes must split: psi's gradient is then summed
+    # from per-process parts, equal to a single process's to float rounding only.
     torch.testing.assert_close(b.images, a.images, rtol=1e-3, atol=1e-3)
     assert [p["name"] for p in b.metadata["cost"]["phases"]].count("distillation") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ncfm", "dm"])
+def test_torchrun_gives_the_single_process_set_bit_for_bit(tmp_path: Path, method: str) -> None:
+    """The same seed gives the same set on 1 and on 2 ranks (digits, IPC 10, 20 iterations: the 10 classes form
+    synthetic groups of 6 and 4 that the ranks hold whole, the frequencies' gradient is summed group by group in
+    class order, the logged mean loss over every class's loss). Both with one thread per process: thread counts
+    change float summation order inside the kernels."""
+    flags = ["--dataset", "digits", "--ipc", "10", "--iterations", "20", "--method", method, "--eval-runs", "0",
+             "--device", "cpu", "--quiet", "--pool-dir", str(tmp_path / "pool")]
+    env = {**_env(), "DATACOMP_CACHE": str(tmp_path / "cache")}
+    single = subprocess.run([sys.executable, "-m", "datacomp", "distill", *flags, "--out", str(tmp_path / "one")],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", "-m", "datacomp", "distill", *flags, "--out", str(tmp_path / "two")]
+    multi = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    a = SyntheticSet.load(tmp_path / "one" / "synset.safetensors")
+    b = SyntheticSet.load(tmp_path / "two" / "synset.safetensors")
+    assert b.metadata["details"]["world_size"] == 2
+    assert (b.images - a.images).abs().max().item() == 0.0
+    assert a.content_digest() == b.content_digest()
+    run_a, run_b = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("one", "two"))
+    assert run_a["output_sha256"] == run_b["output_sha256"] == a.content_digest()
+    log_a, log_b = (json.loads((tmp_path / d / "log.json").read_text()) for d in ("one", "two"))
+    assert log_a["loss"] == log_b["loss"]
+
+
+def test_cli_interrupt_prints_the_resume_command(tiny, tmp_path: Path) -> None:
+    """SIGTERM during the iterations: a checkpoint, the exact command to continue, exit 143, no traceback."""
+    out = tmp_path / "term"
+    assert main(_flags(tiny, tmp_path / "warm", 1, 1)) == 0  # the pool is cached: the next run iterates at once
+    cmd = [sys.executable, "-m", "datacomp", "distill", *_flags(tiny, out, 100000, 100000, ("--set", "alpha=0.4"))]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # started, iterating
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "SIGTERM received: stopped after iteration" in err
+    resume = err.split("Continue with: ")[1].strip()
+    assert resume.startswith("datacomp distill --method ncfm") and resume.endswith("--resume")
+    assert "alpha=0.4" in resume and f"--out {out}" in resume
+    assert len(list((out / "checkpoints").glob("ckpt-r0of1-it*.pt"))) == 1
