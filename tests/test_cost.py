@@ -311,11 +311,28 @@ def test_non_dict_ledger_is_rejected():
 
 
 def test_load_json_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="no JSON file at .*missing.json"):
         CostLedger.load_json(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="is not valid JSON"):
         CostLedger.load_json(tmp_path / "bad.json")
+    from datacomp.errors import FormatError, MissingInputError
+
+    with pytest.raises(MissingInputError):
+        CostLedger.load_json(tmp_path / "missing.json")
+    with pytest.raises(FormatError):
+        CostLedger.load_json(tmp_path / "bad.json")
+
+
+def test_cost_package_has_no_import_circle():
+    import ast
+    from pathlib import Path
+
+    import datacomp.cost.phase as phase
+
+    tree = ast.parse(Path(phase.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "ledger" not in imported  # phase.py reports to a Recorder protocol, not to the ledger module
 
 
 def test_non_json_extra_is_rejected_on_save():

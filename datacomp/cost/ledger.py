@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..synset import atomic_write
+from ..io import json_default, read_json, write_json
 from .measure import hardware_name, resolve_device
 from .phase import PhaseHandle
 from .records import CostTotals, PhaseRecord, add_optional, check_number
@@ -236,17 +236,12 @@ class CostLedger:
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write ``obj`` as strict JSON (no NaN/inf) to ``path`` atomically (temp file + ``os.replace``)."""
-    return atomic_write(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    """Write ``obj`` as strict JSON (no NaN/inf: a ``ValueError``) to ``path`` atomically
+    (:func:`datacomp.io.write_json`)."""
+    json.dumps(obj, allow_nan=False, default=json_default)  # refuse NaN/inf before anything is written
+    return write_json(path, obj)
 
 
 def load_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file with a clear error when it is missing or malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from None
-
+    """Read a JSON file (:func:`datacomp.io.read_json`: ``MissingInputError`` / ``FormatError`` with the path)."""
+    return read_json(path)

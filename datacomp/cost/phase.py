@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -20,10 +20,13 @@ from .measure import (
 )
 from .records import PhaseRecord, check_number
 
-if TYPE_CHECKING:
-    from .ledger import CostLedger
-
 __all__ = ["PhaseHandle"]
+
+
+class Recorder(Protocol):
+    """What a phase reports to when it closes (a :class:`~datacomp.cost.CostLedger`)."""
+
+    def _record(self, record: PhaseRecord) -> None: ...
 
 # Open phases of every ledger in this thread, innermost last: entering a phase pauses the one below it, so time
 # and FLOPs are counted once (exclusive).
@@ -59,7 +62,7 @@ class PhaseHandle:
             ``samples_seen`` add up across entries; other keys keep the latest value).
     """
 
-    def __init__(self, ledger: "CostLedger", name: str, flops: str | None, sample_steps: int, device: str,
+    def __init__(self, ledger: Recorder, name: str, flops: str | None, sample_steps: int, device: str,
                  energy: bool, one_off: bool) -> None:
         self.ledger = ledger
         self.name = name
