@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from datacomp.cost import CostLedger
 from datacomp.errors import ConfigError, DataError, FormatError, MissingInputError
 from datacomp.io import atomic_write
 
-__all__ = ["TopKSAE", "train_sae", "default_lr", "geometric_median"]
+__all__ = ["TopKSAE", "SAETrainSettings", "train_sae", "default_lr", "geometric_median"]
 
 _FORMAT = "datacomp.TopKSAE/v1"
 
@@ -235,24 +236,32 @@ def _train_step(sae: TopKSAE, batch: torch.Tensor, opt: torch.optim.Optimizer, s
     return n_dead, fired
 
 
+@dataclass(frozen=True)
+class SAETrainSettings:
+    """Training settings of :func:`train_sae` (see its docstring for each)."""
+
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 4096
+    seed: int = 0
+    lr: float | None = None
+    lr_warmup_steps: int | None = None
+    auxk_alpha: float = 1 / 32
+    k_aux: int | None = None
+    dead_after: int | None = None
+    normalize: bool = True
+
+
 def train_sae(
     x: np.ndarray | torch.Tensor,
     n_latents: int,
     k: int,
-    steps: int | None = None,
-    epochs: int | None = None,
-    batch_size: int = 4096,
-    seed: int = 0,
-    lr: float | None = None,
-    lr_warmup_steps: int | None = None,
-    auxk_alpha: float = 1 / 32,
-    k_aux: int | None = None,
-    dead_after: int | None = None,
-    normalize: bool = True,
+    *,
     device: str = "cpu",
     progress: bool = True,
     ledger=None,
     sae: TopKSAE | None = None,
+    **settings,
 ) -> TopKSAE:
     """Train a TopK SAE on the rows of ``x``.
 
@@ -260,6 +269,7 @@ def train_sae(
         x: ``[n, d]`` finite embeddings.
         n_latents: dictionary size (e.g. 32 * d).
         k: active latents per item.
+        **settings: :class:`SAETrainSettings` fields:
         steps: optimiser steps; alternatively ``epochs`` (one of the two; default 10 epochs).
         batch_size: items per step (capped at n).
         seed: seeds initialisation and batch order.
@@ -281,6 +291,15 @@ def train_sae(
         "dead_fraction"}`` per step plus ``"seconds"``, ``"steps"`` and ``"cost"`` (ledger dict), and ``config`` =
         all arguments used.
     """
+    unknown = sorted(set(settings) - set(SAETrainSettings.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"train_sae got unknown setting(s) {unknown}; valid: "
+                          f"{sorted(SAETrainSettings.__dataclass_fields__)}")
+    cfg = SAETrainSettings(**settings)
+    steps, epochs, batch_size, seed = cfg.steps, cfg.epochs, cfg.batch_size, cfg.seed
+    lr, lr_warmup_steps, auxk_alpha, k_aux, dead_after = cfg.lr, cfg.lr_warmup_steps, cfg.auxk_alpha, cfg.k_aux, \
+        cfg.dead_after
+    normalize = cfg.normalize
     xt = _to_tensor(x)
     n, d = xt.shape
     if n < 2:
