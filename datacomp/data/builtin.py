@@ -78,53 +78,58 @@ def _from_torchvision(name: str, cls_name: str, root: Path, download: bool, expe
     )
 
 
-def _load_cifar10(root: Path, download: bool) -> ImageDataset:
-    # torchvision verifies each batch file's md5 against the official release before reading it.
-    ds = _from_torchvision("cifar10", "CIFAR10", root, False, "")
-    if ds is not None:
-        return ds
-    shared = shared_data_root()
-    if shared is not None and (shared / "cifar10" / "cifar10_jpeg.npz").is_file():
-        z = load_npz(shared / "cifar10" / "cifar10_jpeg.npz", "dataset 'cifar10'")
-        train_u8 = _decode_jpegs(z["train_jpeg"], z["train_offsets"], f"{shared / 'cifar10' / 'cifar10_jpeg.npz'}")
-        train_y = z["train_y"].astype(np.int64)
-        classes = [str(c) for c in z["classes"]]
-        z = load_npz(shared / "cifar10" / "cifar10_test.npz", "dataset 'cifar10'")
-        test_u8, test_y = z["x"], z["y"].astype(np.int64)
-        spec = DATASETS["cifar10"]
-        return ImageDataset(
-            "cifar10", _nhwc_uint8_to_tensor(train_u8), torch.from_numpy(train_y), _nhwc_uint8_to_tensor(test_u8),
-            torch.from_numpy(test_y), classes, spec.mean, spec.std,
-            source=f"offline JPEG copy {shared / 'cifar10'} (quality-75 JPEG; train split sorted by class)",
-        )
-    if download:
-        ds = _from_torchvision("cifar10", "CIFAR10", root, True, "")
+def _torchvision_or_shared(name: str, cls_name: str, shared_file: str,
+                           from_shared: Callable[[Path], ImageDataset]) -> Callable[[Path, bool], ImageDataset]:
+    """Loader trying, in order: torchvision files under ``root``, the offline copy under ``$DATACOMP_SHARED_DATA``
+    (``from_shared(shared / name)`` when ``shared_file`` is there), a torchvision download (``download=True``)."""
+
+    def load(root: Path, download: bool) -> ImageDataset:
+        # torchvision verifies each file's md5 against the official release before reading it.
+        ds = _from_torchvision(name, cls_name, root, False, "")
         if ds is not None:
             return ds
-    raise _missing("cifar10", root, DATASETS["cifar10"].expected_files)
+        shared = shared_data_root()
+        if shared is not None and (shared / name / shared_file).is_file():
+            return from_shared(shared / name)
+        if download:
+            ds = _from_torchvision(name, cls_name, root, True, "")
+            if ds is not None:
+                return ds
+        raise _missing(name, root, DATASETS[name].expected_files)
+
+    return load
 
 
-def _load_mnist(root: Path, download: bool) -> ImageDataset:
-    ds = _from_torchvision("mnist", "MNIST", root, False, "")
-    if ds is not None:
-        return ds
-    shared = shared_data_root()
-    if shared is not None and (shared / "mnist" / "mnist_train_first10k.npz").is_file():
-        z = load_npz(shared / "mnist" / "mnist_train_first10k.npz", "dataset 'mnist'")
-        xtr, ytr = z["x"], z["y"].astype(np.int64)
-        z = load_npz(shared / "mnist" / "mnist_test.npz", "dataset 'mnist'")
-        xte, yte = z["x"], z["y"].astype(np.int64)
-        spec = DATASETS["mnist"]
-        return ImageDataset(
-            "mnist", _nhwc_uint8_to_tensor(xtr), torch.from_numpy(ytr), _nhwc_uint8_to_tensor(xte),
-            torch.from_numpy(yte), [str(i) for i in range(10)], spec.mean, spec.std,
-            source=f"offline copy {shared / 'mnist'} (first 10,000 training images only; full test set)",
-        )
-    if download:
-        ds = _from_torchvision("mnist", "MNIST", root, True, "")
-        if ds is not None:
-            return ds
-    raise _missing("mnist", root, DATASETS["mnist"].expected_files)
+def _cifar10_offline(folder: Path) -> ImageDataset:
+    z = load_npz(folder / "cifar10_jpeg.npz", "dataset 'cifar10'")
+    train_u8 = _decode_jpegs(z["train_jpeg"], z["train_offsets"], str(folder / "cifar10_jpeg.npz"))
+    train_y = z["train_y"].astype(np.int64)
+    classes = [str(c) for c in z["classes"]]
+    z = load_npz(folder / "cifar10_test.npz", "dataset 'cifar10'")
+    test_u8, test_y = z["x"], z["y"].astype(np.int64)
+    spec = DATASETS["cifar10"]
+    return ImageDataset(
+        "cifar10", _nhwc_uint8_to_tensor(train_u8), torch.from_numpy(train_y), _nhwc_uint8_to_tensor(test_u8),
+        torch.from_numpy(test_y), classes, spec.mean, spec.std,
+        source=f"offline JPEG copy {folder} (quality-75 JPEG; train split sorted by class)",
+    )
+
+
+def _mnist_offline(folder: Path) -> ImageDataset:
+    z = load_npz(folder / "mnist_train_first10k.npz", "dataset 'mnist'")
+    xtr, ytr = z["x"], z["y"].astype(np.int64)
+    z = load_npz(folder / "mnist_test.npz", "dataset 'mnist'")
+    xte, yte = z["x"], z["y"].astype(np.int64)
+    spec = DATASETS["mnist"]
+    return ImageDataset(
+        "mnist", _nhwc_uint8_to_tensor(xtr), torch.from_numpy(ytr), _nhwc_uint8_to_tensor(xte),
+        torch.from_numpy(yte), [str(i) for i in range(10)], spec.mean, spec.std,
+        source=f"offline copy {folder} (first 10,000 training images only; full test set)",
+    )
+
+
+_load_cifar10 = _torchvision_or_shared("cifar10", "CIFAR10", "cifar10_jpeg.npz", _cifar10_offline)
+_load_mnist = _torchvision_or_shared("mnist", "MNIST", "mnist_train_first10k.npz", _mnist_offline)
 
 
 def _simple_torchvision(name: str, cls_name: str) -> Callable[[Path, bool], ImageDataset]:
