@@ -8,16 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datacomp.compression.kd import (
-    DistillConfig,
-    FeatureHint,
-    KDLoss,
-    kd_loss,
-    relabel,
-    soft_cross_entropy,
-    teacher_soft_labels,
-    train_student,
-)
+from datacomp.compression.kd import KDConfig, train_student
+from datacomp.compression.losses import FeatureHint, KDLoss, kd_loss
+from datacomp.compression.losses import cross_entropy as soft_cross_entropy
+from datacomp.compression.relabel import relabel, teacher_soft_labels
 from datacomp.cost import CostLedger
 from datacomp.models import create_model
 from datacomp.synset import SyntheticSet
@@ -160,11 +154,11 @@ def test_train_student_with_kd_moves_student_towards_teacher(hint_weight):
     before = gap()
     ledger = CostLedger()
     out = train_student(student, x, y, teacher=teacher, ledger=ledger, progress=False,
-                        config=DistillConfig(epochs=40, batch_size=16, lr=0.05, alpha=1.0, hint_weight=hint_weight))
+                        config=KDConfig(epochs=40, batch_size=16, lr=0.05, alpha=1.0, hint_weight=hint_weight))
     assert gap() < 0.5 * before
     assert out["kd"] and out["hint"] == (hint_weight > 0) and out["steps"] == 80
     assert len(out["loss_curve"]) == 80 and out["loss_curve"][-1] < out["loss_curve"][0]  # record_every = 80 // 50 = 1
-    phase = ledger["distill"]
+    phase = ledger["kd"]
     assert phase.extra["samples_seen"] == 40 * 32 and phase.flops > 0
     assert all(p.requires_grad for p in teacher.parameters())  # restored after training
 
@@ -173,7 +167,7 @@ def test_train_student_without_teacher_is_plain_cross_entropy():
     student = tiny(seed=1)
     torch.manual_seed(3)
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
-    out = train_student(student, x, y, config=DistillConfig(epochs=60, batch_size=16, lr=0.05), progress=False)
+    out = train_student(student, x, y, config=KDConfig(epochs=60, batch_size=16, lr=0.05), progress=False)
     assert not out["kd"]
     with torch.no_grad():
         assert (student(x).argmax(1) == y).float().mean().item() > 0.9  # memorises 16 images
@@ -182,22 +176,22 @@ def test_train_student_without_teacher_is_plain_cross_entropy():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(epochs=0), "epochs must be >= 1"),
-        (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(epochs=0), "epochs must be an integer >= 1"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1"),
         (dict(lr=0.0), "lr must be > 0"),
         (dict(temperature=0.0), "temperature must be > 0"),
         (dict(alpha=2.0), r"alpha must lie in \[0, 1\]"),
         (dict(hint_weight=-1.0), "hint_weight must be >= 0"),
     ],
 )
-def test_distill_config_rejects_bad_values(kwargs, match):
+def test_kd_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        DistillConfig(**kwargs)
+        KDConfig(**kwargs)
 
 
 def test_train_student_rejects_bad_input():
     x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
-    cfg = DistillConfig(epochs=1)
+    cfg = KDConfig(epochs=1)
     with pytest.raises(ValueError, match="teacher and student must share classes"):
         train_student(tiny(4), x, y, teacher=tiny(5), config=cfg, progress=False)
     with pytest.raises(ValueError, match="data and model must share classes"):
@@ -207,6 +201,6 @@ def test_train_student_rejects_bad_input():
     with pytest.raises(ValueError, match="y \\(labels\\) is required"):
         train_student(tiny(4), x, None, config=cfg, progress=False)
     with pytest.raises(ValueError, match="hint_weight > 0 needs a teacher"):
-        train_student(tiny(4), x, y, config=DistillConfig(epochs=1, hint_weight=1.0), progress=False)
+        train_student(tiny(4), x, y, config=KDConfig(epochs=1, hint_weight=1.0), progress=False)
     with pytest.raises(ValueError, match="non-empty"):
         train_student(tiny(4), torch.zeros(0, 3, 8, 8), y[:0], config=cfg, progress=False)

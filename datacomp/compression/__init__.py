@@ -1,27 +1,48 @@
 """Compression consumers of small data: knowledge distillation, pruning and int8 quantization.
 
-- :mod:`~datacomp.compression.kd`: Hinton KD (``alpha * T^2 * KL + (1 - alpha) * CE``, batch mean), FitNets hints,
-  teacher relabelling, :func:`train_student`.
+- :func:`compress` (:mod:`~datacomp.compression.api`): prune -> train (``kd`` or ``finetune``) -> quantize a
+  teacher with a small set, each stage saved, measured and costed; settings in :class:`CompressConfig`.
+- :func:`train_teacher` (:mod:`~datacomp.compression.train`): a teacher trained on the full training split.
+- :mod:`~datacomp.compression.losses`: Hinton KD (``alpha * T^2 * KL + (1 - alpha) * CE``, batch mean), FitNets hints.
+- :mod:`~datacomp.compression.kd`: :class:`KDConfig` and :func:`train_student` (KD / fine-tuning on a small set).
+- :mod:`~datacomp.compression.relabel`: teacher soft labels for a small set.
 - :mod:`~datacomp.compression.prune`: global unstructured magnitude pruning and structured channel pruning
   (torch-pruning; magnitude or Taylor importance from the small set).
 - :mod:`~datacomp.compression.quantize`: post-training static int8 on CPU, calibrated on the small set.
-- :mod:`~datacomp.compression.modelio`: safe model files (safetensors + JSON architecture spec with pruned shapes).
+- :mod:`~datacomp.compression.modelio` / :mod:`~datacomp.compression.snapshot`: safe model files (safetensors + JSON
+  architecture spec with pruned shapes).
 - :mod:`~datacomp.compression.measure`: parameters, MACs, CPU latency, size on disk, accuracy.
-- :mod:`~datacomp.compression.pipeline`: prune -> distill -> quantize with per-stage reports (``datacomp compress``).
+- :mod:`~datacomp.compression.smallset`: the small set (a :class:`~datacomp.synset.SyntheticSet`) from a spec.
 """
 
-from .kd import DistillConfig, FeatureHint, KDLoss, kd_loss, relabel, teacher_soft_labels, train_student
+from .api import DEFAULT_CONFIG, CompressResult, compress, upgrade_compress_record
+from .config import CompressConfig
+from .kd import KDConfig, train_student
+from .losses import FeatureHint, KDLoss, cross_entropy, kd_loss
 from .measure import count_macs, count_parameters, measure_latency, model_report
-from .modelio import load_model, save_model
-from .pipeline import CompressConfig, SmallSet, resolve_small_set, run_compression
+from .modelio import load_model, model_digest, save_model
 from .prune import global_magnitude_prune, structured_channel_prune
 from .quantize import QUANT_SUPPORT, QuantizationUnavailable, calibration_images, quantize_int8
+from .relabel import relabel, teacher_soft_labels
+from .smallset import resolve_small_set
+from .stages import StageResult
+from .train import TrainConfig, TrainResult, train_teacher
 
 __all__ = [
+    "compress",
+    "CompressConfig",
+    "CompressResult",
+    "StageResult",
+    "DEFAULT_CONFIG",
+    "upgrade_compress_record",
+    "train_teacher",
+    "TrainConfig",
+    "TrainResult",
     "kd_loss",
+    "cross_entropy",
     "KDLoss",
     "FeatureHint",
-    "DistillConfig",
+    "KDConfig",
     "relabel",
     "teacher_soft_labels",
     "train_student",
@@ -33,12 +54,10 @@ __all__ = [
     "quantize_int8",
     "save_model",
     "load_model",
+    "model_digest",
     "count_parameters",
     "count_macs",
     "measure_latency",
     "model_report",
-    "CompressConfig",
-    "SmallSet",
     "resolve_small_set",
-    "run_compression",
 ]

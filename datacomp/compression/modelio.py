@@ -21,16 +21,22 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
+
+from datacomp.compression.quantize import QuantizationUnavailable, rebuild_quantized
+from datacomp.compression.snapshot import apply_snapshot, architecture_snapshot
+from datacomp.errors import FormatError, MissingInputError
+from datacomp.io import atomic_write, read_json, sha256_arrays, write_json
+from datacomp.models import model_from_spec
 
 __all__ = [
     "MODEL_FORMAT",
@@ -39,111 +45,13 @@ __all__ = [
     "read_spec",
     "architecture_snapshot",
     "resolve_model_path",
-    "atomic_write_bytes",
-    "atomic_write_json",
+    "model_digest",
 ]
 
 MODEL_FORMAT = "datacomp-model"
 MODEL_FORMAT_VERSION = 1
 _STATE_KEY = "datacomp_state"
 _VERSIONS_KEY = "datacomp_state_versions"
-
-# Integer attributes that define a layer's shape (what torch-pruning rewrites when it removes channels).
-_SHAPE_ATTRS: tuple[tuple[type, tuple[str, ...]], ...] = (
-    (nn.modules.conv._ConvNd, ("in_channels", "out_channels", "groups")),
-    (nn.Linear, ("in_features", "out_features")),
-    (nn.modules.batchnorm._BatchNorm, ("num_features",)),
-    (nn.modules.instancenorm._InstanceNorm, ("num_features",)),
-    (nn.GroupNorm, ("num_groups", "num_channels")),
-    (nn.LayerNorm, ("normalized_shape",)),
-    (nn.PReLU, ("num_parameters",)),
-)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Architecture snapshot
-
-
-def architecture_snapshot(model: nn.Module) -> dict:
-    """Shape facts of an fp32 model: per-layer shape attributes and every parameter/buffer shape.
-
-    Args:
-        model: A float model (possibly structurally pruned).
-
-    Returns:
-        ``{"module_attrs": {...}, "param_shapes": {...}, "model_attrs": {...}}`` (JSON-safe).
-    """
-    module_attrs: dict[str, dict] = {}
-    for name, module in model.named_modules():
-        for cls, attrs in _SHAPE_ATTRS:
-            if isinstance(module, cls):
-                module_attrs[name] = {a: _jsonable(getattr(module, a)) for a in attrs}
-                break
-    param_shapes = {k: list(v.shape) for k, v in model.state_dict().items() if torch.is_tensor(v)}
-    model_attrs = {}
-    if isinstance(getattr(model, "feature_dim", None), int):
-        model_attrs["feature_dim"] = int(model.feature_dim)
-    return {"module_attrs": module_attrs, "param_shapes": param_shapes, "model_attrs": model_attrs}
-
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _apply_snapshot(model: nn.Module, snapshot: dict) -> None:
-    """Shrink a freshly built model to the recorded layer shapes (the inverse of :func:`architecture_snapshot`)."""
-    modules = dict(model.named_modules())
-    for name, attrs in snapshot.get("module_attrs", {}).items():
-        if name not in modules:
-            raise ValueError(f"model spec names layer '{name}', which the rebuilt architecture does not have")
-        for attr, value in attrs.items():
-            setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
-    for full_name, shape in snapshot.get("param_shapes", {}).items():
-        owner_name, _, leaf = full_name.rpartition(".")
-        owner = modules.get(owner_name)
-        if owner is None:
-            raise ValueError(f"model spec names tensor '{full_name}', which the rebuilt architecture does not have")
-        shape = torch.Size(shape)
-        if leaf in owner._parameters and owner._parameters[leaf] is not None:
-            if owner._parameters[leaf].shape != shape:
-                old = owner._parameters[leaf]
-                owner._parameters[leaf] = nn.Parameter(torch.empty(shape, dtype=old.dtype), old.requires_grad)
-        elif leaf in owner._buffers and owner._buffers[leaf] is not None:
-            if owner._buffers[leaf].shape != shape:
-                owner._buffers[leaf] = torch.empty(shape, dtype=owner._buffers[leaf].dtype)
-    for attr, value in snapshot.get("model_attrs", {}).items():
-        setattr(model, attr, value)
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # State dict <-> flat tensors (quantized tensors, packed-param tuples and dtypes have no safetensors form)
@@ -199,7 +107,7 @@ def _unflatten_state(tensors: dict[str, torch.Tensor], layout: dict[str, dict]) 
             return torch._make_per_channel_quantized_tensor(
                 ints, tensors[f"{key}::scales"], tensors[f"{key}::zero_points"], entry["axis"]
             )
-        raise ValueError(f"unknown state entry kind '{kind}' for '{key}'")
+        raise FormatError(f"unknown state entry kind '{kind}' for '{key}'")
 
     with warnings.catch_warnings():  # quantized-tensor constructors are deprecated along with torch.ao (see quantize)
         warnings.simplefilter("ignore")
@@ -216,8 +124,8 @@ def resolve_model_path(path: str | os.PathLike) -> tuple[Path, Path]:
     if path.is_dir():
         path = path / "model.safetensors"
     elif not path.suffix and not path.exists():
-        raise FileNotFoundError(
-            f"model '{path}' not found: expected a run directory from `datacomp train` (holding model.safetensors "
+        raise MissingInputError(
+            f"model '{path}' not found: expected a run folder from `datacomp train` (holding model.safetensors "
             f"and model.json), or a .safetensors / .json model file"
         )
     if path.suffix == ".json":
@@ -225,7 +133,7 @@ def resolve_model_path(path: str | os.PathLike) -> tuple[Path, Path]:
     elif path.suffix == ".safetensors":
         weights, spec = path, path.with_suffix(".json")
     else:
-        raise ValueError(f"model path must be a directory, a .safetensors or a .json file, got '{path}'")
+        raise FormatError(f"model path must be a folder, a .safetensors or a .json file, got '{path}'")
     return weights, spec
 
 
@@ -270,21 +178,37 @@ def save_model(
         "metadata": metadata or {},
     }
     header = {_STATE_KEY: json.dumps(layout), _VERSIONS_KEY: json.dumps(versions)}
-    atomic_write_bytes(weights_path, st_save(tensors, metadata=header))
-    atomic_write_json(spec_path, spec)
+    atomic_write(weights_path, st_save(tensors, metadata=header))
+    write_json(spec_path, spec)
     return weights_path
+
+
+def model_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's state (every tensor, int8 values, scales and zero points included, in key order).
+
+    Two models with the same digest hold bit-identical weights; file time stamps and metadata are not hashed.
+    """
+    tensors, layout = _flatten_state(model.state_dict())
+    return sha256_arrays([torch.tensor(list(json.dumps(layout).encode()), dtype=torch.uint8),
+                          *(tensors[k] for k in sorted(tensors))])
 
 
 def read_spec(path: str | os.PathLike) -> dict:
     """Read and validate a model spec (``.json``, ``.safetensors`` or directory)."""
     _, spec_path = resolve_model_path(path)
     if not spec_path.is_file():
-        raise FileNotFoundError(f"model spec '{spec_path}' not found (expected next to the .safetensors weights)")
-    spec = json.loads(spec_path.read_text())
-    if spec.get("format") != MODEL_FORMAT:
-        raise ValueError(f"'{spec_path}' is not a datacomp model spec (format={spec.get('format')!r})")
+        raise MissingInputError(f"model spec '{spec_path}' not found (expected next to the .safetensors weights)")
+    spec = read_json(spec_path, what="model spec")
+    if not isinstance(spec, dict) or spec.get("format") != MODEL_FORMAT:
+        raise FormatError(f"'{spec_path}' is not a datacomp model spec (format="
+                          f"{spec.get('format') if isinstance(spec, dict) else None!r})")
     if spec.get("version") != MODEL_FORMAT_VERSION:
-        raise ValueError(f"'{spec_path}': unsupported model spec version {spec.get('version')}")
+        raise FormatError(f"'{spec_path}': unsupported model spec version {spec.get('version')!r} (this datacomp "
+                          f"reads version {MODEL_FORMAT_VERSION})")
+    try:
+        _check_arch(spec.get("arch"))
+    except TypeError as err:
+        raise FormatError(f"'{spec_path}': {err}") from None
     return spec
 
 
@@ -304,12 +228,6 @@ def _jsonable_arch(arch: dict) -> dict:
     return out
 
 
-def _default_builder(arch: dict) -> nn.Module:
-    from datacomp.models import model_from_spec
-
-    return model_from_spec(arch)
-
-
 def load_model(
     path: str | os.PathLike, builder: Callable[..., nn.Module] | None = None
 ) -> tuple[nn.Module, dict]:
@@ -321,29 +239,40 @@ def load_model(
 
     Returns:
         ``(model in eval mode, spec dict)``.
+
+    Raises:
+        MissingInputError: The files are not there.
+        FormatError: The files are malformed, or their tensors do not fit the recorded architecture.
     """
     weights_path, _ = resolve_model_path(path)
     spec = read_spec(path)
     if not weights_path.is_file():
-        raise FileNotFoundError(f"model weights '{weights_path}' not found")
+        raise MissingInputError(f"model weights '{weights_path}' not found")
     raw = weights_path.read_bytes()
-    tensors = st_load(raw)
-    header = _safetensors_metadata(raw)
-    layout = json.loads(header.get(_STATE_KEY, "null"))
+    try:
+        tensors = st_load(raw)
+        header = _safetensors_metadata(raw)
+        layout = json.loads(header.get(_STATE_KEY, "null"))
+        versions = json.loads(header.get(_VERSIONS_KEY, "{}"))
+    except (SafetensorError, ValueError, UnicodeDecodeError) as err:
+        raise FormatError(f"'{weights_path}' is not a valid safetensors file (truncated or corrupt?): {err}") from None
     if layout is None:  # a plain safetensors state dict
         layout = {k: {"kind": "tensor"} for k in tensors}
-    state = OrderedDict(_unflatten_state(tensors, layout))
-    state._metadata = OrderedDict(json.loads(header.get(_VERSIONS_KEY, "{}")))  # type: ignore[attr-defined]
-
-    build = builder or _default_builder
-    model = build(dict(spec["arch"]))
-    _apply_snapshot(model, spec)
-    model.eval()
-    if spec.get("quantization"):
-        from datacomp.compression.quantize import rebuild_quantized
-
-        model = rebuild_quantized(model, spec["quantization"])
-    model.load_state_dict(state, strict=True)
+    try:
+        state = OrderedDict(_unflatten_state(tensors, layout))
+        state._metadata = OrderedDict(versions)  # type: ignore[attr-defined]
+        model = (builder or model_from_spec)(dict(spec["arch"]))
+        apply_snapshot(model, spec)
+        model.eval()
+        if spec.get("quantization"):
+            model = rebuild_quantized(model, spec["quantization"])
+        model.load_state_dict(state, strict=True)
+    except (KeyError, ValueError, RuntimeError) as err:
+        if isinstance(err, (FormatError, QuantizationUnavailable)):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FormatError(f"model '{path}': its tensors do not fit the recorded architecture "
+                          f"{spec['arch'].get('name')!r} ({first}); re-save it with datacomp") from None
     if spec.get("quantization"):
         model.datacomp_quant = {
             **spec["quantization"],

@@ -18,14 +18,15 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch_pruning.pruner.function import GroupNormPruner
 
+from datacomp.compression.losses import cross_entropy
 from datacomp.compression.measure import count_macs, count_nonzero_parameters, count_parameters
 from datacomp.cost import CostLedger
+from datacomp.errors import ConfigError, DataError
 
 __all__ = [
     "IMPORTANCES",
@@ -44,7 +45,7 @@ def check_ratio(ratio: Any, name: str = "ratio") -> float:
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
         raise TypeError(f"{name} must be a number in (0, 1), got {type(ratio).__name__}")
     if not 0.0 < float(ratio) < 1.0:
-        raise ValueError(f"{name} must lie strictly between 0 and 1 (fraction to remove), got {ratio}")
+        raise ConfigError(f"{name} must lie strictly between 0 and 1 (fraction to remove), got {ratio}")
     return float(ratio)
 
 
@@ -52,7 +53,7 @@ def sparsity(model: nn.Module, layer_types: tuple[type, ...] = (nn.modules.conv.
     """Fraction of exactly-zero weights over the ``weight`` tensors of ``layer_types``."""
     weights = [m.weight.detach() for m in model.modules() if isinstance(m, layer_types) and m.weight is not None]
     if not weights:
-        raise ValueError(f"model has no layers of types {[t.__name__ for t in layer_types]}")
+        raise ConfigError(f"model has no layers of types {[t.__name__ for t in layer_types]}")
     total = sum(w.numel() for w in weights)
     return float(sum(int((w == 0).sum()) for w in weights) / total)
 
@@ -80,7 +81,7 @@ def global_magnitude_prune(
     amount = check_ratio(amount, "amount")
     targets = [(m, "weight") for m in model.modules() if isinstance(m, layer_types) and m.weight is not None]
     if not targets:
-        raise ValueError(f"model has no layers of types {[t.__name__ for t in layer_types]} to prune")
+        raise ConfigError(f"model has no layers of types {[t.__name__ for t in layer_types]} to prune")
     before = count_nonzero_parameters(model)
     torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=amount)
     for module, name in targets:
@@ -128,14 +129,14 @@ def output_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Mod
     model.train(was_training)
     layers = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_outputs]
     if not layers:
-        raise ValueError("could not find the classifier layer; pass ignored_layers=[the layer producing logits]")
+        raise ConfigError("could not find the classifier layer; pass ignored_layers=[the layer producing logits]")
     return layers
 
 
 def _check_supported(model: nn.Module) -> None:
     for name, m in model.named_modules():
         if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) > 1:
-            raise ValueError(
+            raise ConfigError(
                 f"structured channel pruning cannot shrink LayerNorm '{name}' over {list(m.normalized_shape)} "
                 f"(normalises channels and space together; e.g. convnet-*-ln): use a model with in/bn/gn norm, "
                 f"or unstructured pruning (structured=False)"
@@ -177,14 +178,14 @@ def structured_channel_prune(
     """
     ratio = check_ratio(ratio)
     if importance not in IMPORTANCES:
-        raise ValueError(f"importance must be one of {IMPORTANCES}, got '{importance}'")
+        raise ConfigError(f"importance must be one of {IMPORTANCES}, got '{importance}'")
     if importance == "taylor":
         if data is None or len(data[0]) == 0:
-            raise ValueError("taylor importance needs data=(x, y) batches from the small set (got none)")
+            raise ConfigError("taylor importance needs data=(x, y) batches from the small set (got none)")
         if len(data[0]) != len(data[1]):
-            raise ValueError(f"data x and y lengths differ: {len(data[0])} vs {len(data[1])}")
+            raise DataError(f"data x and y lengths differ: {len(data[0])} vs {len(data[1])}")
     if not torch.is_tensor(example_inputs) or example_inputs.ndim < 2:
-        raise ValueError("example_inputs must be a batched input tensor")
+        raise ConfigError("example_inputs must be a batched input tensor")
     _check_supported(model)
     was_training = model.training
     model.eval()  # trace and score without touching BatchNorm running statistics
@@ -217,10 +218,7 @@ def structured_channel_prune(
                 with ph.step():
                     logits = model(x[start : start + batch_size])
                     yb = y[start : start + batch_size]
-                    if yb.ndim == 1:
-                        loss = F.cross_entropy(logits, yb)
-                    else:  # soft labels
-                        loss = -(yb * F.log_softmax(logits, 1)).sum(1).mean()
+                    loss = cross_entropy(logits, yb)  # hard or soft labels
                     loss.backward()  # gradients accumulate over batches: the Taylor score uses their sum
                 taylor_batches += 1
         pruner.step()

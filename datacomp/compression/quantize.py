@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from datacomp.compression.measure import count_macs, count_nonzero_parameters, count_parameters
-from datacomp.compression.modelio import architecture_snapshot
+from datacomp.compression.snapshot import architecture_snapshot
 from datacomp.cost import CostLedger
+from datacomp.errors import ConfigError, DatacompError
 
 __all__ = [
     "QUANT_SUPPORT",
@@ -48,7 +49,7 @@ CALIBRATION_SOURCES = ("small", "train-random", "train-first")
 FIELD_DEFAULT_CALIBRATION_SIZE = 1024
 
 
-class QuantizationUnavailable(RuntimeError):
+class QuantizationUnavailable(DatacompError, RuntimeError):
     """The installed torch offers no usable int8 post-training quantization flow."""
 
 
@@ -112,18 +113,18 @@ def calibration_images(
         seed: Seed of the random draw.
     """
     if source not in CALIBRATION_SOURCES:
-        raise ValueError(f"calibration source must be one of {CALIBRATION_SOURCES}, got '{source}'")
+        raise ConfigError(f"calibration source must be one of {CALIBRATION_SOURCES}, got '{source}'")
     if size < 1:
-        raise ValueError(f"calibration size must be >= 1, got {size}")
+        raise ConfigError(f"calibration size must be >= 1, got {size}")
     generator = torch.Generator().manual_seed(seed)
     if source == "small":
         if small_x is None or len(small_x) == 0:
-            raise ValueError("calibration source 'small' needs the small set's images (got none)")
+            raise ConfigError("calibration source 'small' needs the small set's images (got none)")
         if len(small_x) <= size:
             return small_x
         return small_x[torch.randperm(len(small_x), generator=generator)[:size]]
     if dataset is None:
-        raise ValueError(f"calibration source '{source}' needs the dataset (got none)")
+        raise ConfigError(f"calibration source '{source}' needs the dataset (got none)")
     n = len(dataset.train_x)
     if source == "train-first":
         return dataset.normalize(dataset.train_x[: min(size, n)])
@@ -162,20 +163,20 @@ def quantize_int8(
 
     Raises:
         QuantizationUnavailable: No usable flow in this torch build (see :data:`QUANT_SUPPORT`).
-        ValueError: Missing or malformed calibration data, or an unknown backend.
+        ConfigError: Missing or malformed calibration data, or an unknown backend.
     """
     if not QUANT_SUPPORT["available"]:
         raise QuantizationUnavailable(QUANT_SUPPORT["reason"])
     if calibration is None or not torch.is_tensor(calibration) or calibration.ndim != 4 or len(calibration) == 0:
-        raise ValueError(
+        raise ConfigError(
             "calibration data is missing or malformed: pass normalised images [N, C, H, W] with N >= 1 "
             f"(got {None if calibration is None else tuple(getattr(calibration, 'shape', ()))})"
         )
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     backend = backend or QUANT_SUPPORT["backend"]
     if backend not in QUANT_SUPPORT["engines"]:
-        raise ValueError(
+        raise ConfigError(
             f"backend '{backend}' is not a quantized engine of this torch build: {QUANT_SUPPORT['engines']}"
         )
     float_model = copy.deepcopy(model).cpu().eval()
@@ -221,7 +222,7 @@ def rebuild_quantized(float_model: nn.Module, quant_info: dict) -> nn.Module:
         quant_info: The ``quantization`` entry of a saved model spec.
     """
     if quant_info.get("api") != "fx":
-        raise ValueError(f"cannot rebuild quantization api {quant_info.get('api')!r}; this build supports 'fx'")
+        raise ConfigError(f"cannot rebuild quantization api {quant_info.get('api')!r}; this build supports 'fx'")
     if not QUANT_SUPPORT["available"]:
         raise QuantizationUnavailable(f"cannot load an int8 model: {QUANT_SUPPORT['reason']}")
     backend = quant_info["backend"]

@@ -1,0 +1,202 @@
+"""``compress``: prune -> train (KD or fine-tuning) -> quantize a teacher with a small set, measuring every stage.
+
+Every stage (any subset, always in that order) reports parameters, MACs, measured CPU latency, size on disk, test
+accuracy on the dataset's real test split, and its own cost ledger; the teacher is measured the same way first so
+each stage can be read against it. With ``out``, the run folder holds ``run.json`` (a
+:class:`~datacomp.record.RunRecord` of kind ``compress`` plus ``teacher`` and ``stages``) and the models as
+``<stage>.safetensors`` + ``<stage>.json`` (:mod:`datacomp.compression.modelio`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from datacomp.cli.options import resolve_device
+from datacomp.compression.checks import check_model_args, check_teacher, load_teacher
+from datacomp.compression.config import LEGACY_AUGMENT, CompressConfig
+from datacomp.compression.smallset import resolve_small_set, small_set_info, small_set_ledger, small_set_tensors
+from datacomp.compression.stages import Bench, RunContext, SmallData, StageResult, prune_stage, quantize_stage, train_stage
+from datacomp.cost import CostLedger
+from datacomp.data import ImageDataset, load_dataset
+from datacomp.errors import ConfigError
+from datacomp.io import RunDir
+from datacomp.record import RunRecord
+from datacomp.synset import SyntheticSet
+
+__all__ = ["compress", "CompressResult", "DEFAULT_CONFIG", "upgrade_compress_record"]
+
+# What compress() does when given no config: half the channels of every layer, recovered with KD, then int8.
+DEFAULT_CONFIG = {"prune": 0.5, "structured": True, "kd": True, "quantize": "int8"}
+
+
+@dataclass
+class CompressResult:
+    """What :func:`compress` gives back.
+
+    Attributes:
+        stages: One :class:`~datacomp.compression.stages.StageResult` per stage, in order.
+        model: The final model (the last stage's; the teacher when no stage produced one).
+        teacher_report: Measurements of the teacher (same as every stage's ``report``).
+        record: The run's :class:`~datacomp.record.RunRecord` (``run.json``; ``extra`` holds teacher and stages).
+        out: The run folder, or None when nothing was written.
+    """
+
+    stages: list[StageResult]
+    model: nn.Module
+    teacher_report: dict
+    record: RunRecord
+    out: Path | None = None
+
+    def stage(self, name: str) -> StageResult:
+        """The stage called ``name`` (``prune``, ``kd``, ``finetune`` or ``quantize``)."""
+        for s in self.stages:
+            if s.stage == name:
+                return s
+        raise KeyError(f"no stage {name!r} in this run; stages: {[s.stage for s in self.stages]}")
+
+
+def compress(
+    teacher: nn.Module | str | os.PathLike,
+    small: SyntheticSet | str | os.PathLike,
+    dataset: ImageDataset | str | None = None,
+    config: CompressConfig | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+    quiet: bool = False,
+) -> CompressResult:
+    """Compress ``teacher`` with the small set ``small``: the stages of ``config``, each saved and measured.
+
+    Args:
+        teacher: A trained float model (``model.spec`` set, as from ``datacomp.create_model``), or a model file / a
+            ``datacomp train`` run folder.
+        small: The small training set: a :class:`~datacomp.synset.SyntheticSet`, or ``"full"``,
+            ``"random:IPC[:SEED]"``, a SyntheticSet ``.safetensors`` file or a Selection ``.npz`` file.
+        dataset: The teacher's dataset (an ``ImageDataset`` or a registry name); default: the one the teacher file
+            records.
+        config: Stages and settings; default :data:`DEFAULT_CONFIG` (structured pruning of half the channels,
+            KD on the small set, int8).
+        out: Run folder for ``run.json`` and the models (None: measure in a temporary folder, keep nothing).
+        overwrite: Replace a run already in ``out``.
+        device: Device of the training stage (``auto``: cuda when available); measurements run on CPU.
+        quiet: No progress bars.
+
+    Raises:
+        ConfigError: A setting, the small set or the teacher does not fit (raised before any work).
+        RunDirError: ``out`` holds another run (without ``overwrite``) or is in use.
+    """
+    config = CompressConfig(**DEFAULT_CONFIG) if config is None else config
+    if not isinstance(config, CompressConfig):
+        raise ConfigError(f"config must be a CompressConfig, got {type(config).__name__}")
+    device = resolve_device(device)
+    run_dir = RunDir(out, overwrite=overwrite) if out is not None else None
+    if run_dir is not None:
+        run_dir.check()
+    source = None if isinstance(teacher, nn.Module) else str(teacher)
+    spec = None
+    if source is not None:
+        teacher, spec = load_teacher(source)
+    ds = _dataset(dataset, spec, source)
+    synset = resolve_small_set(small, ds, seed=config.seed)
+    x, y = small_set_tensors(synset, ds)
+    check_teacher(teacher, ds, x, source)
+    if config.student is not None:
+        check_model_args(config.student, ds, config.student_kwargs, "--student")
+    data = SmallData(x, y, small_set_info(synset, len(x)))
+    with _folder(run_dir) as folder:
+        run = RunContext(ds, device, not quiet, folder, source, small_set_ledger(synset))
+        result = _run(teacher.cpu().eval(), data, config, run)
+        if run_dir is not None:
+            result.record.write(folder)
+            result.out = folder
+    return result
+
+
+def _dataset(dataset: ImageDataset | str | None, spec: dict | None, source: str | None) -> ImageDataset:
+    if isinstance(dataset, ImageDataset):
+        return dataset
+    if dataset is None:
+        dataset = ((spec or {}).get("dataset") or {}).get("name")
+        if not dataset:
+            raise ConfigError(f"--teacher {source or '(a model object)'} records no dataset: pass --dataset NAME")
+    if not isinstance(dataset, str):
+        raise ConfigError(f"dataset must be an ImageDataset or a dataset name, got {type(dataset).__name__}")
+    return load_dataset(dataset)
+
+
+@contextmanager
+def _folder(run_dir: RunDir | None) -> Iterator[Path]:
+    if run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="datacomp-compress-") as scratch:
+            yield Path(scratch)
+        return
+    with run_dir:
+        yield run_dir.path
+
+
+def _run(teacher: nn.Module, small: SmallData, config: CompressConfig, run: RunContext) -> CompressResult:
+    torch.manual_seed(config.seed)
+    dataset = run.dataset
+    bench = Bench(run.folder, dataset, config, {"config": config.to_dict(), "data": small.info})
+    teacher_path, teacher_report = bench.measure("teacher", teacher)
+    bench.teacher_accuracy = teacher_report["test_accuracy"]
+    stages: list[StageResult] = []
+    total = CostLedger()
+    if run.small_set_cost is not None:  # what producing the small set cost (selection / distillation)
+        total.merge(run.small_set_cost)
+
+    current: nn.Module = copy.deepcopy(teacher)
+    if config.prune is not None:
+        details, ledger = prune_stage(current, small, config)
+        stages.append(bench.result("prune", current, ledger, details))
+    if config.train_stage is not None:
+        current, details, ledger = train_stage(current, teacher, small, config, run)
+        stages.append(bench.result(config.train_stage, current, ledger, details))
+    if config.quantize is not None:
+        quantized, details, ledger, reason = quantize_stage(current, small, dataset, config)
+        stages.append(bench.result("quantize", quantized, ledger, details, reason=reason))
+        current = quantized if quantized is not None else current
+    for stage in stages:
+        total.merge(stage.cost)
+
+    final = next((s for s in reversed(stages) if s.model is not None), None)
+    record = RunRecord(
+        kind="compress", method=config.method, dataset=dataset.name, seed=config.seed,
+        config={**config.to_dict(), "stages": config.stages, "data": small.info, "teacher": run.source,
+                "device": run.device},
+        cost=total.to_dict(), num_items=int(len(small.x)), ipc=small.info.get("ipc"),
+        fraction=len(small.x) / len(dataset.train_y), full_train_size=int(len(dataset.train_y)),
+        output_sha256=final.sha256 if final is not None else None,
+        extra={"teacher": {"source": run.source, "spec": teacher.spec, "model_file": teacher_path.name,
+                           "report": teacher_report},
+               "stages": [s.to_dict() for s in stages]},
+    )
+    return CompressResult(stages, current, teacher_report, record)
+
+
+def upgrade_compress_record(record: RunRecord) -> RunRecord:
+    """A ``compress`` record as this version writes it, also from datacomp 0.1.0: the training stage ``distill``
+    becomes ``kd`` (or ``finetune`` when it ran without a teacher), ``augment="diffaug"`` becomes
+    ``color_crop_cutout`` and the per-stage model file name is kept as recorded."""
+    if record.kind != "compress":
+        raise ConfigError(f"not a compress run record (kind {record.kind!r})")
+    config = dict(record.config)
+    config["augment"] = LEGACY_AUGMENT.get(config.get("augment"), config.get("augment"))
+    for stage in record.extra.get("stages", []):
+        if stage.get("stage") == "distill":
+            stage["stage"] = "kd" if (stage.get("details") or {}).get("kd", config.get("kd")) else "finetune"
+    if isinstance(config.get("stages"), list):
+        train = "kd" if config.get("kd") else "finetune"
+        config["stages"] = [train if s == "distill" else s for s in config["stages"]]
+    record.config = config
+    return record

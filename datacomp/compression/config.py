@@ -1,0 +1,196 @@
+"""``CompressConfig``: the one place for the settings of ``compress`` (which stages run, and how).
+
+The stages run in the order prune -> train (``kd``: distil from the unpruned teacher, or ``finetune``: plain
+cross-entropy) -> quantize; any subset may be chosen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from datacomp.augment import check_augment
+from datacomp.compression.kd import KDConfig
+from datacomp.compression.prune import IMPORTANCES, check_ratio
+from datacomp.compression.quantize import CALIBRATION_SOURCES
+from datacomp.errors import ConfigError
+
+__all__ = ["CompressConfig", "QUANTIZE_OPTIONS", "AUGMENT_OPTIONS", "LEGACY_AUGMENT"]
+
+QUANTIZE_OPTIONS = ("int8",)
+# Augmentations of the training stage: datacomp.augment pipelines by name.
+AUGMENT_OPTIONS = ("none", "dsa", "color_crop_cutout", "color_crop_flip_scale_rotate")
+# datacomp 0.1.0 called the colour + crop + cutout pipeline of this stage "diffaug".
+LEGACY_AUGMENT = {"diffaug": "color_crop_cutout"}
+
+
+@dataclass
+class CompressConfig:
+    """Which stages run and how.
+
+    Attributes:
+        prune: Fraction to prune in (0, 1), or None to skip pruning.
+        structured: Structured channel pruning (physically smaller) instead of global unstructured magnitude.
+        importance: Channel importance for structured pruning: ``magnitude`` or ``taylor`` (uses the small set).
+        global_pruning: Rank channels across layers (structured only).
+        kd: Distil from the unpruned teacher on the small set (Hinton KD + optional feature hint).
+        finetune: Recover on the small set with plain cross-entropy (no teacher); exclusive with ``kd``.
+        student: Registered model name of a fresh student to distil into (instead of pruning the teacher).
+        student_kwargs: Constructor options of the student (e.g. ``{"width": 32}``).
+        epochs: KD / fine-tuning epochs over the small set.
+        batch_size: Mini-batch size.
+        lr: SGD learning rate (cosine-annealed).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        temperature: KD temperature.
+        alpha: KD weight (``1 - alpha`` on hard-label CE), see :func:`datacomp.compression.losses.kd_loss`.
+        hint_weight: FitNets feature-hint weight (``kd`` only; 0 = off).
+        augment: Augmentation of the training stage, a :mod:`datacomp.augment` pipeline: ``none``, ``dsa``
+            (per-sample DSA), ``color_crop_cutout`` (DiffAug colour + crop + cutout, called ``diffaug`` by datacomp
+            0.1.0) or ``color_crop_flip_scale_rotate``.
+        quantize: ``int8`` (post-training static, CPU) or None.
+        calibration: ``small`` (the small set), ``train-random`` (the field's default: random training images) or
+            ``train-first`` (the first training images in stored order).
+        calibration_size: Calibration images (default 1,024 as in torchvision's reference).
+        latency_batch: Batch size of the latency measurement.
+        latency_repeats: Timed forward passes (median reported).
+        seed: Seed of everything random here (and of a ``random:IPC`` small set without its own seed).
+    """
+
+    prune: float | None = None
+    structured: bool = False
+    importance: str = "magnitude"
+    global_pruning: bool = False
+    kd: bool = False
+    finetune: bool = False
+    student: str | None = None
+    student_kwargs: dict = field(default_factory=dict)
+    epochs: int = 300
+    batch_size: int = 256
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    temperature: float = 4.0
+    alpha: float = 0.9
+    hint_weight: float = 0.0
+    augment: str = "none"
+    quantize: str | None = None
+    calibration: str = "small"
+    calibration_size: int = 1024
+    latency_batch: int = 1
+    latency_repeats: int = 30
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.augment = LEGACY_AUGMENT.get(self.augment, self.augment)
+        if self.prune is not None:
+            self.prune = check_ratio(self.prune, "prune")
+        if self.importance not in IMPORTANCES:
+            raise ConfigError(f"unknown importance '{self.importance}'; choose one of {IMPORTANCES}")
+        if self.prune is None and (self.structured or self.global_pruning or self.importance != "magnitude"):
+            raise ConfigError("structured / global_pruning / importance are pruning options: also set prune")
+        if not self.structured and (self.importance != "magnitude" or self.global_pruning):
+            raise ConfigError(
+                "importance and global_pruning apply to structured pruning (unstructured pruning is always global "
+                "L1 magnitude): add structured=True (--structured)"
+            )
+        self._check_training()
+        if self.quantize is not None and self.quantize not in QUANTIZE_OPTIONS:
+            raise ConfigError(f"unknown quantize option '{self.quantize}'; choose one of {QUANTIZE_OPTIONS}")
+        if self.calibration not in CALIBRATION_SOURCES:
+            raise ConfigError(f"unknown calibration source '{self.calibration}'; choose one of {CALIBRATION_SOURCES}")
+        for name in ("calibration_size", "latency_batch", "latency_repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if not self.stages:
+            raise ConfigError("no stage selected: set prune, kd/finetune (with student or prune) and/or quantize")
+
+    def _check_training(self) -> None:
+        if self.kd and self.finetune:
+            raise ConfigError("choose kd (distil from the teacher) or finetune (plain CE), not both")
+        if self.student is not None and self.prune is not None:
+            raise ConfigError("student trains a fresh model and prune shrinks the teacher: choose one")
+        if self.student is not None and not (self.kd or self.finetune):
+            raise ConfigError("a student needs training: add kd (or finetune)")
+        if (self.kd or self.finetune) and self.prune is None and self.student is None:
+            raise ConfigError("kd / finetune need a model to train: set prune (recover the pruned teacher) or "
+                              "student")
+        if self.hint_weight and not self.kd:
+            raise ConfigError("hint_weight (feature distillation) needs kd")
+        if not isinstance(self.student_kwargs, dict):
+            raise ConfigError(f"student_kwargs must be a dict, got {type(self.student_kwargs).__name__}")
+        if self.augment not in AUGMENT_OPTIONS:
+            check_augment(self.augment)  # names an ambiguous or unknown pipeline precisely
+            raise ConfigError(f"augment '{self.augment}' is not offered for this stage; choose one of "
+                              f"{', '.join(AUGMENT_OPTIONS)}")
+        self.kd_config()  # validates epochs, lr, momentum, weight_decay, temperature, alpha, hint_weight
+
+    @property
+    def train_stage(self) -> str | None:
+        """Name of the training stage: ``kd``, ``finetune`` or None."""
+        return "kd" if self.kd else "finetune" if self.finetune else None
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages that run, in order."""
+        out = ["prune"] if self.prune is not None else []
+        if self.train_stage is not None:
+            out.append(self.train_stage)
+        if self.quantize is not None:
+            out.append("quantize")
+        return out
+
+    @property
+    def method(self) -> str:
+        """Short name, e.g. ``prune-structured-taylor-0.5+kd+int8``."""
+        parts = []
+        if self.prune is not None:
+            kind = f"structured-{self.importance}" if self.structured else "unstructured"
+            parts.append(f"prune-{kind}-{self.prune:g}")
+        if self.student is not None:
+            parts.append(f"student-{self.student}")
+        if self.kd:
+            parts.append("kd" + ("+hint" if self.hint_weight else ""))
+        elif self.finetune:
+            parts.append("finetune")
+        if self.quantize:
+            parts.append(self.quantize)
+        return "+".join(parts)
+
+    def kd_config(self) -> KDConfig:
+        """The training stage's settings (``alpha`` is 0 for ``finetune``)."""
+        return KDConfig(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+            weight_decay=self.weight_decay, temperature=self.temperature, alpha=self.alpha if self.kd else 0.0,
+            hint_weight=self.hint_weight, seed=self.seed,
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "CompressConfig":
+        """A config from :meth:`to_dict` or from a datacomp 0.1.0 ``run.json`` ``config`` (``device`` and the
+        recorded ``stages``/``data``/``teacher`` are ignored; ``augment="diffaug"`` reads as ``color_crop_cutout``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+    @classmethod
+    def with_settings(cls, settings: dict[str, Any], option: str = "--set") -> "CompressConfig":
+        """A config from ``KEY=VALUE`` settings; an unknown key raises :class:`ConfigError` naming the valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in settings:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(f"{option} {key}: unknown compress setting{hint}; valid: {', '.join(names)}")
+        try:
+            return cls(**settings)
+        except TypeError as err:  # e.g. a comparison of a string value with a number
+            raise ConfigError(f"{option}: a value has the wrong type ({err})") from None
+
