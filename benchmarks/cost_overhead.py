@@ -16,42 +16,28 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+from sklearn.datasets import load_digits
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datacomp.cost import CostLedger, save_json  # noqa: E402
+from datacomp.cost import CostLedger, save_json
+from datacomp.models import create_model
 
 CONFIGS = ("off", "timer", "sampled", "full")
 
 
 def build_model(name: str, channels: int, classes: int, size: int) -> nn.Module:
-    """A registry model when datacomp.models is present, else a local ConvNet-3 (instance norm) stand-in."""
-    try:
-        from datacomp.models import create_model
-
-        return create_model(name, channels, classes, (size, size))
-    except ImportError:
-        layers, c = [], channels
-        for _ in range(3):
-            layers += [nn.Conv2d(c, 128, 3, padding=1), nn.GroupNorm(128, 128, affine=True), nn.ReLU(),
-                       nn.AvgPool2d(2)]
-            c = 128
-        return nn.Sequential(*layers, nn.Flatten(), nn.Linear(128 * (size // 8) ** 2, classes))
+    """A registered model (``datacomp.models``)."""
+    return create_model(name, channels, classes, (size, size))
 
 
 def make_data(kind: str, n: int, channels: int, size: int, classes: int, seed: int) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
     if kind == "digits":
-        from sklearn.datasets import load_digits
-
         digits = load_digits()
         x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
         return (x - x.mean()) / x.std(), torch.tensor(digits.target)

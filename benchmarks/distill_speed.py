@@ -47,8 +47,17 @@ from pathlib import Path
 
 import torch
 
+from datacomp.cost import save_json
+from datacomp.data import ImageDataset, load_dataset
+from datacomp.distillers.base import autocast_bf16, features_no_grad
+from datacomp.distillers.dm import DMDistiller
+from datacomp.distillers.ncfm import NCFMDistiller
+from datacomp.distillers.pool import FeaturePool
+from datacomp.distillers.presets import get_config
+from datacomp.models import create_model
+from datacomp.runtime import keep_freed_memory
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 # The offline dataset copies beside the repository (shared CIFAR-10), unless the caller points elsewhere.
 if "DATACOMP_SHARED_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
     os.environ["DATACOMP_SHARED_DATA"] = str(REPO.parent / "shared" / "data")
@@ -86,8 +95,6 @@ def _peak_rss_gb() -> float:
 
 
 def _dataset(args: argparse.Namespace):
-    from datacomp.data import ImageDataset, load_dataset
-
     if args.data == "cifar10":
         return load_dataset("cifar10")
     gen = torch.Generator().manual_seed(0)
@@ -110,21 +117,12 @@ def _timed(fn, repeats: int) -> list[float]:
 
 def _child(args: argparse.Namespace) -> dict:
     """Measure one method in this process; returns a JSON-ready dict."""
-    from datacomp.runtime import keep_freed_memory
-
     malloc_kept = keep_freed_memory() if args.malloc == "keep" else False
-    from datacomp.distillers.base import autocast_bf16, features_no_grad
-    from datacomp.distillers.presets import get_config
-    from datacomp.models import create_model
-
     torch.manual_seed(0)
     ds = _dataset(args)
     model = "convnet-3-in"
     classes = list(range(10))
     if args.child == "ncfm":
-        from datacomp.distillers.ncfm import NCFMDistiller
-        from datacomp.distillers.pool import FeaturePool
-
         cfg = get_config("ncfm", "official", real_batch=args.real_batch, num_freqs=args.num_freqs,
                          step_mode=args.step_mode, real_sampling="random", real_bf16=args.bf16 != "off",
                          syn_bf16=args.bf16 == "all", cf_bf16=args.cf_bf16)
@@ -135,8 +133,6 @@ def _child(args: argparse.Namespace) -> dict:
         distiller = NCFMDistiller(cfg, ds, classes, args.ipc, model, torch.device("cpu"), 0, pool)
         decoded = args.ipc * distiller.config.factor**2  # the resolved factor (presets say 0 = auto)
     else:
-        from datacomp.distillers.dm import DMDistiller
-
         cfg = get_config("dm", "paper", real_batch=args.real_batch, real_bf16=args.bf16 != "off",
                          syn_bf16=args.bf16 == "all")
         distiller = DMDistiller(cfg, ds, classes, args.ipc, model, torch.device("cpu"), 0)
@@ -250,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                str(args.ipc), "--real-batch", str(args.real_batch), "--num-freqs", str(args.num_freqs), "--size",
                str(args.size), "--step-mode", args.step_mode, "--data", args.data, "--bf16", args.bf16]
         cmd += ["--cf-bf16", args.cf_bf16, "--malloc", args.malloc]
-        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        done = subprocess.run(cmd, capture_output=True, text=True)  # one process per method: its own peak memory
         if done.returncode:
             print(done.stderr, file=sys.stderr)
             return done.returncode
@@ -261,8 +257,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['ratio_to_real_forward']:8.2f} {r['ratio_to_network_passes']:7.2f} {r['peak_rss_gb']:8.2f}")
     print("reference:", json.dumps(ISSUE_TARGETS))
     if args.json:
-        from datacomp.cost import save_json
-
         doc = {"results": results, "reference": ISSUE_TARGETS, "quick": args.quick,
                "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                         "processor": platform.processor(), "torch": torch.__version__,

@@ -32,12 +32,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
 
+from datacomp.cost import save_json
+from datacomp.distillers import distill
+from datacomp.distillers.configs import resolve_native_bf16
+from datacomp.distillers.presets import config_dict, config_from_dict, get_config
+from datacomp.io import atomic_write
+from datacomp.runtime import keep_freed_memory, resolve_device
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 # The offline dataset copies beside the repository (shared CIFAR-10), unless the caller points elsewhere.
 if "DATACOMP_SHARED_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
     os.environ["DATACOMP_SHARED_DATA"] = str(REPO.parent / "shared" / "data")
@@ -78,8 +85,6 @@ def _cached(out: Path, runs: int, protocol: str, expected: dict, seed: int) -> d
     if record["config"].get("seed", seed) != seed:
         print(f"  {out.name}: made with seed {record['config'].get('seed')}, not {seed}; recomputing", flush=True)
         return None
-    from datacomp.distillers.presets import config_dict, config_from_dict
-
     try:  # through the config class, as a resume does: fields added since read as what those runs did
         stored = config_dict(config_from_dict(expected["method"], record["config"]["config"]))
     except ValueError as err:
@@ -99,33 +104,27 @@ def _cached(out: Path, runs: int, protocol: str, expected: dict, seed: int) -> d
 
 
 def run_row(row: str, args: argparse.Namespace, ipc: int) -> dict:
-    from datacomp.distillers.runner import run_distillation
-
     method, overrides = ROWS[row]
     overrides = dict(overrides)
     if args.iterations is not None and row != "ncfm-init" and method != "random":
         overrides["iterations"] = args.iterations
     overrides.update(args.overrides.get(method, {}))
     out = Path(args.runs_dir) / f"{args.dataset}-{args.preset}{args.tag}-ipc{ipc}-{row}"
-    from datacomp.distillers.presets import config_dict, get_config, resolve_native_bf16
-
+    device = resolve_device(args.device or "auto")
     expected = config_dict(get_config(method, args.preset, dataset=args.dataset, ipc=ipc, **overrides))
-    if method == "ncfm":  # what the run records: "auto" resolved on this device
-        import torch
-
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if "cf_bf16" in expected:  # what the run records: "auto" resolved on this device
         expected["cf_bf16"] = resolve_native_bf16(expected["cf_bf16"], device)
     record = _cached(out, args.runs, args.protocol, expected, args.seed)
     if record is None:
         has_checkpoint = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
         started = time.time()
-        record = run_distillation(
-            method=method, dataset=args.dataset, ipc=ipc, preset=args.preset, out=out, overrides=overrides,
-            seed=args.seed, resume=has_checkpoint and not (out / "run.json").is_file(),
-            overwrite=(out / "run.json").is_file(), eval_protocol=args.protocol, eval_runs=args.runs,
-            baseline=False, device=args.device, pool_dir=args.pool_dir, progress=not args.no_progress,
-            data_root=args.data_root,
+        result = distill(
+            args.dataset, method, ipc, preset=args.preset, overrides=overrides, seed=args.seed, out=out,
+            resume=has_checkpoint and not (out / "run.json").is_file(), overwrite=(out / "run.json").is_file(),
+            eval_protocol=args.protocol, eval_runs=args.runs, baseline=False, device=device, pool_dir=args.pool_dir,
+            quiet=args.no_progress, data_root=args.data_root,
         )
+        record = result.record.to_dict()
         record["wall_seconds"] = time.time() - started
     distill_s = sum(p["seconds"] for p in record["cost"]["phases"] if p["name"] == "distillation")
     pool_s = sum(p["seconds"] for p in record["cost"]["phases"] if p["name"] == "pool-training")
@@ -155,8 +154,6 @@ def seeds_markdown(per_seed: dict[int, list[dict]], args: argparse.Namespace) ->
         "| IPC | row | " + " | ".join(f"seed {s}" for s in seeds) + " | mean of seeds | beats dm |",
         "|---|---|" + "---|" * (len(seeds) + 2),
     ]
-    import statistics
-
     for ipc in args.ipc:
         rows = [r["row"] for r in per_seed[seeds[0]] if r["ipc"] == ipc]
         for row in rows:
@@ -225,8 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="", help="suffix of the run directories and result files")
     parser.add_argument("--quick", action="store_true", help="tiny settings on digits, to validate the script")
     args = parser.parse_args(argv)
-    from datacomp.runtime import keep_freed_memory
-
     keep_freed_memory()  # as the CLI does: freed tensor memory is reused, not page-faulted back in
     args.overrides = {method: dict(item.split("=", 1) for item in items)
                       for method, items in (("ncfm", args.set_items), ("dm", args.set_dm_items)) if items}
@@ -236,9 +231,6 @@ def main(argv: list[str] | None = None) -> int:
                                    "num_freqs": 64}, "dm": {"real_batch": 16}}
         args.runs_dir = str(Path(args.runs_dir) / "quick")
     rows = list(args.rows) + (["ncfm-init"] if args.with_init and "ncfm-init" not in args.rows else [])
-    from datacomp.cost import save_json
-    from datacomp.synset import atomic_write
-
     stem = f"ncfm_table_{args.dataset}_{args.preset}{args.tag}" + ("_quick" if args.quick else "")
     results_dir = Path(args.results_dir) if not args.quick else Path(args.runs_dir)
     seeds = args.seeds or [args.seed]

@@ -19,16 +19,27 @@ against the seed noise. A row is named ``ROW`` (its default settings) or ``ROW:S
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
-import sys
 from pathlib import Path
+from types import ModuleType
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scipy import stats
 
-from ncfm_table import ROWS  # noqa: E402  (each row's own settings, e.g. ncfm-gaussian = the Gaussian sampler)
+from datacomp.distillers.presets import config_dict, config_from_dict, get_config
+from datacomp.io import atomic_write
+
+
+def _sibling(name: str) -> ModuleType:
+    """The benchmark script ``NAME.py`` beside this one (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ROWS = _sibling("ncfm_table").ROWS  # each row's own settings, e.g. ncfm-gaussian = the Gaussian sampler
 
 # Fields that change per run without changing the method (resolved at run time, or bookkeeping).
 IGNORED = {"factor", "cf_bf16"}
@@ -41,8 +52,6 @@ def settings_of(result: dict, preset: str, dataset: str, show: tuple[str, ...] =
     Fields in ``show`` are always listed. The record is read through the config class (as a resume reads it), so
     ``cf_bf16`` reads on/off and runs from before a field existed read as what they did (``cf_bf16=off``).
     """
-    from datacomp.distillers.presets import config_dict, config_from_dict, get_config
-
     record = json.loads((Path(result["run_dir"]) / "run.json").read_text())
     method = record["config"]["config"].get("method", result["method"])
     stored = config_dict(config_from_dict(method, record["config"]["config"]))
@@ -82,8 +91,6 @@ def paired(rows: list[dict], a: tuple[str, str], b: tuple[str, str], ipc: int) -
     Raises:
         ValueError: if the two rows share fewer than two seeds (no spread, no test).
     """
-    from scipy import stats
-
     found = {}
     for key in (a, b):
         match = [r for r in rows if r["ipc"] == ipc and (r["row"], r["settings"]) == key]
@@ -154,8 +161,6 @@ def main(argv: list[str] | None = None) -> int:
                         lines += [describe(comparison), ""]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from datacomp.synset import atomic_write
-
     atomic_write(out.with_suffix(".md"), "\n".join(lines).encode())
     atomic_write(out.with_suffix(".json"), json.dumps({"title": args.title, "groups": groups}, indent=1).encode())
     print("\n".join(lines))
