@@ -40,15 +40,23 @@ from pathlib import Path
 
 import torch
 
-from datacomp.compression.measure import model_report
-from datacomp.compression.modelio import atomic_write_bytes, atomic_write_json, load_model, save_model
-from datacomp.compression.pipeline import CompressConfig, SmallSet, resolve_small_set, run_compression
+from datacomp.compression import (
+    CompressConfig,
+    TrainConfig,
+    compress,
+    load_model,
+    model_report,
+    resolve_small_set,
+    save_model,
+    train_teacher,
+)
+from datacomp.compression.config import AUGMENT_OPTIONS, LEGACY_AUGMENT
 from datacomp.compression.quantize import QUANT_SUPPORT, QuantizationUnavailable, calibration_images, quantize_int8
+from datacomp.compression.smallset import small_set_info, small_set_ledger, small_set_tensors
 from datacomp.cost import CostLedger
 from datacomp.data import load_dataset
-from datacomp.evaluation import get_protocol, train_classifier
-from datacomp.models import create_model
-from datacomp.synset import package_versions
+from datacomp.io import atomic_write, package_versions, write_json
+from datacomp.synset import SyntheticSet, base_metadata
 
 ROWS = ("full", "random", "selected", "distilled")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,7 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--alpha", type=float, default=0.9)
-    p.add_argument("--augment", choices=["none", "dsa", "diffaug"], default="none")
+    p.add_argument("--augment", choices=[*AUGMENT_OPTIONS, *LEGACY_AUGMENT], default="none",
+                   help="augmentation of the recovery training (diffaug = color_crop_cutout, the name datacomp 0.1.0 "
+                        "used)")
     p.add_argument("--selector", default="herding", help="datacomp.selectors method on teacher features")
     p.add_argument("--synset", default=None, help="distilled SyntheticSet of the same size for row (d)")
     p.add_argument("--synset-command", default=None, help="the command that produced --synset (recorded)")
@@ -105,22 +115,16 @@ def get_teacher(args, ds, work: Path) -> tuple[torch.nn.Module, dict]:
             print(f"reusing teacher {path}")
             return teacher, {"source": str(path), "test_accuracy": spec["metadata"]["test_accuracy"],
                              "cost": spec["metadata"]["cost"]}
-    torch.manual_seed(args.seed)
-    teacher = create_model(model_name(args), ds.in_channels, ds.num_classes, ds.image_size)
-    protocol = get_protocol("quick", epochs=args.teacher_epochs)
-    ledger = CostLedger()
-    result = train_classifier(teacher, ds.normalize(ds.train_x), ds.train_y, protocol,
-                              test=(ds.normalize(ds.test_x), ds.test_y), dataset_name=ds.name, ledger=ledger,
-                              generator=torch.Generator().manual_seed(10_000 + args.seed), phase="train-on-full",
-                              progress=True)
-    teacher = teacher.eval()
-    save_model(teacher, path, dataset=ds.info(), metadata={
-        "tag": tag, "test_accuracy": result["accuracy"], "cost": ledger.to_dict(), "protocol": protocol.to_dict()})
-    print(f"teacher {model_name(args)}: {100 * result['accuracy']:.2f}% after {args.teacher_epochs} epochs")
-    return teacher, {"source": str(path), "test_accuracy": result["accuracy"], "cost": ledger.to_dict()}
+    trained = train_teacher(ds, TrainConfig(model=model_name(args), protocol="quick",
+                                            overrides={"epochs": args.teacher_epochs}, seed=args.seed), device="cpu")
+    cost = trained.record.cost
+    save_model(trained.model, path, dataset=ds.info(), metadata={
+        "tag": tag, "test_accuracy": trained.accuracy, "cost": cost, "protocol": trained.evaluation.protocol.to_dict()})
+    print(f"teacher {model_name(args)}: {100 * trained.accuracy:.2f}% after {args.teacher_epochs} epochs")
+    return trained.model, {"source": str(path), "test_accuracy": trained.accuracy, "cost": cost}
 
 
-def selected_set(args, ds, teacher) -> SmallSet | str:
+def selected_set(args, ds, teacher) -> SyntheticSet | str:
     """``--ipc`` per class picked by a selector on the teacher's penultimate features (or why not)."""
     try:
         from datacomp.selectors import select
@@ -134,9 +138,11 @@ def selected_set(args, ds, teacher) -> SmallSet | str:
         selection = select(args.selector, features=feats.numpy(), budget=args.ipc * ds.num_classes,
                            labels=ds.train_y.numpy(), class_balanced=True, class_budget="equal", seed=args.seed)
     idx = torch.as_tensor(selection.indices, dtype=torch.long)
-    info = {"source": f"select:{args.selector}", "method": args.selector, "ipc": args.ipc, "num_items": len(idx),
+    info = {"source": f"select:{args.selector}", "method": args.selector, "ipc": args.ipc,
             "features": "teacher forward_features"}
-    return SmallSet(x[idx], ds.train_y[idx], info, ledger)
+    meta = base_metadata(dataset=ds.name, space="pixel", num_classes=ds.num_classes, method=args.selector,
+                         ipc=args.ipc, small_set=info, cost=ledger.to_dict())
+    return SyntheticSet(ds.train_x[idx], ds.train_y[idx], meta, source_indices=idx)
 
 
 def phase_sum(cost: dict, names: set[str] | None = None, include: bool = True) -> tuple[float, float | None]:
@@ -152,50 +158,53 @@ def phase_sum(cost: dict, names: set[str] | None = None, include: bool = True) -
     return seconds, (flops if known else None)
 
 
-def run_row(args, ds, teacher, teacher_info, name: str, small: SmallSet, kd: bool, work: Path) -> dict:
+def run_row(args, ds, teacher, teacher_info, name: str, small: SyntheticSet, kd: bool, work: Path) -> dict:
     epochs = args.full_epochs if name == "full" else args.small_epochs
     config = CompressConfig(prune=args.prune, structured=True, kd=kd, finetune=not kd, epochs=epochs, lr=args.lr,
                             temperature=args.temperature, alpha=args.alpha, augment=args.augment, seed=args.seed)
     out_dir = work / f"{name}-{'kd' if kd else 'ce'}"
     cache = out_dir / "row.json"
-    key = {"config": config.to_dict(), "data": small.info, "teacher": teacher_info["source"]}
+    num_images = len(small_set_tensors(small, ds)[0])
+    data_info = small_set_info(small, num_images)
+    key = {"config": config.to_dict(), "data": data_info, "teacher": teacher_info["source"]}
     if cache.is_file():
         row = json.loads(cache.read_text())
         if row.get("key") == key:
             print(f"reusing {cache}")
             return row
     start = time.perf_counter()
-    doc = run_compression(teacher, ds, small, config, out_dir=out_dir, teacher_source=teacher_info["source"])
-    pruned, recovered = doc["stages"]
-    data_cost = small.ledger.to_dict() if small.ledger is not None else None
-    data_s, data_flops = phase_sum(data_cost) if data_cost else (0.0, 0.0)
-    rec_s, rec_flops = phase_sum(recovered["cost"])
+    result = compress(teacher, small, ds, config, out=out_dir, overwrite=True, device="cpu")
+    pruned, recovered = result.stages
+    data_ledger = small_set_ledger(small)
+    data_s, data_flops = phase_sum(data_ledger.to_dict()) if data_ledger is not None else (0.0, 0.0)
+    rec_s, rec_flops = phase_sum(recovered.cost.to_dict())
     row = {
-        "key": key, "row": name, "kd": kd, "num_images": int(len(small.x)), "epochs": epochs,
-        "teacher_accuracy": doc["teacher"]["report"]["test_accuracy"],
-        "pruned_accuracy": pruned["report"]["test_accuracy"],
-        "accuracy": recovered["report"]["test_accuracy"],
-        "teacher_report": doc["teacher"]["report"], "pruned_report": pruned["report"],
-        "recovered_report": recovered["report"],
+        "key": key, "row": name, "kd": kd, "num_images": num_images, "epochs": epochs,
+        "teacher_accuracy": result.teacher_report["test_accuracy"],
+        "pruned_accuracy": pruned.report["test_accuracy"],
+        "accuracy": recovered.report["test_accuracy"],
+        "teacher_report": result.teacher_report, "pruned_report": pruned.report,
+        "recovered_report": recovered.report,
         "data_seconds": data_s, "data_flops": data_flops, "recovery_seconds": rec_s, "recovery_flops": rec_flops,
-        "samples_seen": recovered["details"]["samples_seen"], "wall_seconds": time.perf_counter() - start,
-        "run_dir": str(out_dir), "data_info": small.info,
+        "samples_seen": recovered.details["samples_seen"], "wall_seconds": time.perf_counter() - start,
+        "run_dir": str(out_dir), "data_info": data_info, "model_file": recovered.model_file,
     }
     drop = row["teacher_accuracy"] - row["pruned_accuracy"]
     row["recovered_fraction"] = (row["accuracy"] - row["pruned_accuracy"]) / drop if drop > 0 else None
-    atomic_write_json(cache, row)
+    write_json(cache, row)
     print(f"{name:9s} {'KD' if kd else 'CE'}: {100 * row['accuracy']:.2f}% "
           f"(teacher {100 * row['teacher_accuracy']:.2f}%, pruned {100 * row['pruned_accuracy']:.2f}%)")
     return row
 
 
-def quantization_comparison(args, ds, row: dict, small: SmallSet) -> list[dict]:
+def quantization_comparison(args, ds, row: dict, small: SyntheticSet) -> list[dict]:
     """int8 of one recovered model, calibrated on its small set vs 1,024 random / first training images."""
-    model, _ = load_model(Path(row["run_dir"]) / "distill.safetensors")
+    model, _ = load_model(Path(row["run_dir"]) / row.get("model_file", "distill.safetensors"))  # 0.1.0 rows: distill
+    small_x = small_set_tensors(small, ds)[0]
     test = (ds.normalize(ds.test_x), ds.test_y)
     out = []
     for source in ("small", "train-random", "train-first"):
-        calib = calibration_images(source, small.x, ds, size=1024, seed=args.seed)
+        calib = calibration_images(source, small_x, ds, size=1024, seed=args.seed)
         ledger = CostLedger()
         try:
             q = quantize_int8(model, calib, ledger=ledger)
@@ -279,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     out_stem = Path(args.out) if args.out else RESULTS / f"compress_{tag}"
     teacher, teacher_info = get_teacher(args, ds, work)
 
-    sources: dict[str, SmallSet] = {}
+    sources: dict[str, SyntheticSet] = {}
     skipped: list[str] = []
     for name in args.rows:
         if name == "full":
@@ -297,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append("(d) distilled: no --synset given")
             else:
                 sources[name] = resolve_small_set(args.synset, ds)
-                if len(sources[name].x) != args.ipc * ds.num_classes:
-                    print(f"note: distilled set has {len(sources[name].x)} images, not {args.ipc * ds.num_classes}")
+                got = len(small_set_tensors(sources[name], ds)[0])
+                if got != args.ipc * ds.num_classes:
+                    print(f"note: distilled set has {got} images, not {args.ipc * ds.num_classes}")
 
     rows = []
     for name, small in sources.items():
@@ -320,8 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         "versions": package_versions(),
     }
     out_stem.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_stem.with_suffix(".json"), doc)
-    atomic_write_bytes(out_stem.with_suffix(".md"), markdown(doc).encode())
+    write_json(out_stem.with_suffix(".json"), doc)
+    atomic_write(out_stem.with_suffix(".md"), markdown(doc))
     print(markdown(doc))
     print(f"wrote {out_stem.with_suffix('.json')} and {out_stem.with_suffix('.md')}")
     return 0
