@@ -168,6 +168,24 @@ def test_pool_is_cached_and_blends(tiny) -> None:
     torch.testing.assert_close(net.state_dict()[key], expected)
 
 
+def test_pool_cache_key_hashes_the_whole_training_split(tiny) -> None:
+    """Swapping two training images keeps every sum; the pool trained on the old split must not be reused."""
+    from dataclasses import replace
+
+    from datacomp.distillers.pool import pool_folder
+
+    ds = load_dataset(tiny[0])
+    x = ds.train_x.clone()
+    x[[0, 1]] = x[[1, 0]]
+    spec = PoolSpec("convnet-3-in", epochs=1, min_steps=0, lr=0.01, batch=128)
+    edited = replace(ds, train_x=x) if hasattr(ds, "__dataclass_fields__") else None
+    if edited is None:
+        edited = load_dataset(tiny[0])
+        edited.train_x = x
+    assert pool_folder("/p", ds, spec) != pool_folder("/p", edited, spec)
+    assert pool_folder("/p", ds, spec) == pool_folder("/p", load_dataset(tiny[0]), spec)
+
+
 # ---------------------------------------------------------------------------------------------------- distillers
 def _distiller(tiny, **overrides) -> NCFMDistiller:
     name, pool_dir = tiny

@@ -31,7 +31,7 @@ from datacomp.augment import DiffAug, cutmix
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset
 from datacomp.errors import ConfigError, MissingInputError
-from datacomp.io import atomic_write, cache_dir
+from datacomp.io import atomic_write, cache_dir, sha256_arrays
 from datacomp.models import create_model
 from datacomp.training import batch_backward, fit, micro_batch_size, test_accuracy
 
@@ -69,13 +69,12 @@ class PoolSpec:
 
 
 def _dataset_fingerprint(dataset: ImageDataset) -> dict:
-    # Cheap but content-sensitive: shapes, source and exact sums of the training split.
+    # The full content of the training split (every byte hashed: an edited image gives another pool folder).
     return {
         "name": dataset.name,
         "source": dataset.source,
         "train_shape": list(dataset.train_x.shape),
-        "pixel_sum": float(dataset.train_x.double().sum()),
-        "label_sum": int(dataset.train_y.sum()),
+        "train_sha256": sha256_arrays([dataset.train_x, dataset.train_y]),
     }
 
 
