@@ -142,6 +142,14 @@ def _augment_help(options: tuple[str, ...] | None = None) -> str:
     return "augmentation pipeline: " + ", ".join(f"{n} ({PIPELINES[n]})" if n in PIPELINES else n for n in names)
 
 
+def _add_run_options(p: argparse.ArgumentParser, set_help: str, out_help: str) -> None:
+    add_set(p, set_help)
+    add_seed(p)
+    add_device(p)
+    add_quiet(p)
+    add_out(p, required=True, help=out_help)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train`` and ``compress``."""
     p = subparsers.add_parser("train", help="train a model on a dataset's full training split (a teacher)")
@@ -154,11 +162,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="override the protocol's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override the protocol's batch size")
     p.add_argument("--augment", default=None, help="override the protocol's " + _augment_help())
-    add_set(p, "a field of the training protocol (e.g. --set momentum=0.8)")
-    add_seed(p)
-    add_device(p)
-    add_quiet(p)
-    add_out(p, required=True, help="run folder (model.safetensors, model.json, run.json)")
+    _add_run_options(p, "a field of the training protocol (e.g. --set momentum=0.8)",
+                     "run folder (model.safetensors, model.json, run.json)")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
@@ -199,9 +204,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("measurement")
     g.add_argument("--latency-batch", type=int, default=None, help="default 1")
     g.add_argument("--latency-repeats", type=int, default=None, help="default 30")
-    add_set(p, "any compress setting (a CompressConfig field, e.g. --set momentum=0.8)")
-    add_seed(p)
-    add_device(p)
-    add_quiet(p)
-    add_out(p, required=True, help="run folder (run.json and the stage models)")
+    _add_run_options(p, "any compress setting (a CompressConfig field, e.g. --set momentum=0.8)",
+                     "run folder (run.json and the stage models)")
     p.set_defaults(func=cmd_compress)
