@@ -183,6 +183,7 @@ def test_torchrun_gives_the_single_process_set_bit_for_bit(tmp_path: Path, metho
     assert log_a["loss"] == log_b["loss"]
 
 
+@pytest.mark.slow
 def test_cli_interrupt_prints_the_resume_command(tiny, tmp_path: Path) -> None:
     """SIGTERM during the iterations: a checkpoint, the exact command to continue, exit 143, no traceback."""
     out = tmp_path / "term"
