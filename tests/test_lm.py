@@ -298,3 +298,48 @@ def test_without_transformers(tiny_dir, monkeypatch):
 def test_bad_load_arguments(tiny_dir, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         dlm.load_lm(tiny_dir, **kwargs)
+
+
+def test_harvest_cost_goes_into_the_ledger(tiny):
+    from datacomp.cost import CostLedger
+
+    ledger = CostLedger()
+    dlm.record_activations(tiny, TEXTS, dlm.ActivationConfig(layer=0, batch_size=2, bf16=False), cache=False,
+                           ledger=ledger)
+    phase = ledger["lm-activations"]
+    assert phase.seconds > 0 and phase.flops_forward > 0
+
+
+def test_gguf_conversion_is_atomic_and_happens_once(tiny_dir, tmp_path, monkeypatch):
+    """The GGUF path with the tiny model standing in for transformers' GGUF loader (a failed conversion leaves
+    nothing behind; a finished one is reused)."""
+    from datacomp.lm import models
+
+    fake = tmp_path / "tiny.gguf"
+    fake.write_bytes(b"GGUF stand-in")
+    real = models._from_pretrained
+    calls = []
+
+    def stand_in(folder, dtype, attn, **kwargs):
+        if kwargs.get("gguf_file"):
+            calls.append(kwargs["gguf_file"])
+            return real(tiny_dir, dtype, attn)
+        return real(folder, dtype, attn, **kwargs)
+
+    monkeypatch.setattr(models, "_from_pretrained", stand_in)
+    monkeypatch.setattr(models, "_require", lambda *a: None)
+    root = tmp_path / "cache" / "lm"
+    monkeypatch.setattr(models, "write_json", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        dlm.load_lm(fake)
+    assert not root.exists() or list(root.iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setenv("DATACOMP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(models, "_from_pretrained", stand_in)
+    monkeypatch.setattr(models, "_require", lambda *a: None)
+    first = dlm.load_lm(fake)
+    second = dlm.load_lm(fake)
+    assert first.convert_seconds is not None and second.convert_seconds is None and len(calls) == 2
+    assert first.path == second.path and first.path.parent == root and first.digest == dlm.model_digest(fake)
+    assert first.path.name.startswith("tiny-") and (first.path / "model.safetensors").is_file()
+    assert [p.name for p in root.iterdir()] == [first.path.name]  # no temp folder left

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -147,10 +147,11 @@ def iter_token_activations(lm: LanguageModel, texts: Sequence[str], config: Acti
 
 
 # ----------------------------------------------------------------------------------------------- cached reductions
-@dataclass
+@dataclass(kw_only=True)
 class RecordActivations:
     """Per-record reductions: ``mean`` [N, d] float32 (mean over content tokens), ``counts`` [N] content tokens,
-    ``truncated`` [N] (cut at ``max_length``), plus the resolved layer, the cache key and how it was obtained."""
+    ``truncated`` [N] (cut at ``max_length``), plus the resolved layer, the cache key, the settings and how the
+    result was obtained (``from_cache``, ``seconds``)."""
 
     mean: np.ndarray
     counts: np.ndarray
@@ -161,23 +162,15 @@ class RecordActivations:
     cache_path: Path | None = None
     from_cache: bool = False
     seconds: float = 0.0
-    meta: dict = field(default_factory=dict)
 
 
-@dataclass
-class TokenActivations:
-    """Every content-token vector in record order: ``vectors`` [T, d] float32, ``records`` [T] int64 (sorted)."""
+@dataclass(kw_only=True)
+class TokenActivations(RecordActivations):
+    """Also every content-token vector in record order: ``vectors`` [T, d] float32, ``records`` [T] int64
+    (sorted; the tokens of a record in text order)."""
 
     vectors: np.ndarray
     records: np.ndarray
-    counts: np.ndarray
-    truncated: np.ndarray
-    layer: int
-    key: str
-    config: dict
-    cache_path: Path | None = None
-    from_cache: bool = False
-    seconds: float = 0.0
 
 
 def _key_config(lm: LanguageModel, texts: Sequence[str], config: ActivationConfig, kind: str) -> dict:
@@ -248,20 +241,22 @@ def _harvest(lm: LanguageModel, texts: Sequence[str], config: ActivationConfig, 
     return prep, arrays
 
 
-def _cached(lm: LanguageModel, texts: Sequence[str], config: ActivationConfig, kind: str,
-            cache: bool | str | Path, ledger: Any) -> tuple[dict[str, np.ndarray], dict, Path | None, bool, float]:
+def _cached(cls: type, lm: LanguageModel, texts: Sequence[str], config: ActivationConfig, cache: bool | str | Path,
+            ledger: Any) -> Any:
     texts = _check_texts(texts)
     config.check()
+    kind = "tokens" if cls is TokenActivations else "record"
     key_config = _key_config(lm, texts, config, kind)
     key = activation_cache_key(lm, texts, config, kind)
     path = _cache_path(key, kind, cache)
     t0 = time.perf_counter()
-    hit = _load(path, key)
-    if hit is not None:
-        return hit, key_config, path, True, time.perf_counter() - t0
-    _, arrays = _harvest(lm, texts, config, kind == "tokens", ledger)
-    _save(path, key, arrays)
-    return arrays, key_config, path, False, time.perf_counter() - t0
+    arrays = _load(path, key)
+    hit = arrays is not None
+    if not hit:
+        arrays = _harvest(lm, texts, config, kind == "tokens", ledger)[1]
+        _save(path, key, arrays)
+    return cls(**arrays, layer=key_config["layer"], key=key, config={**asdict(config), **key_config},
+               cache_path=path, from_cache=hit, seconds=time.perf_counter() - t0)
 
 
 def record_activations(lm: LanguageModel, texts: Sequence[str], config: ActivationConfig = ActivationConfig(),
@@ -275,17 +270,11 @@ def record_activations(lm: LanguageModel, texts: Sequence[str], config: Activati
         cache: True (``$DATACOMP_CACHE/lm/activations``), False (neither read nor write) or a folder.
         ledger: a :class:`datacomp.cost.CostLedger`; the harvest is recorded as phase ``lm-activations``.
     """
-    arrays, key_config, path, hit, seconds = _cached(lm, texts, config, "record", cache, ledger)
-    return RecordActivations(arrays["mean"], arrays["counts"], arrays["truncated"], key_config["layer"],
-                             activation_cache_key(lm, texts, config, "record"), {**asdict(config), **key_config},
-                             path, hit, seconds)
+    return _cached(RecordActivations, lm, texts, config, cache, ledger)
 
 
 def token_activations(lm: LanguageModel, texts: Sequence[str], config: ActivationConfig = ActivationConfig(),
                       cache: bool | str | Path = True, ledger: Any = None) -> TokenActivations:
-    """Every content-token vector [T, d] in record order with its record index, cached on disk (T x d x 4 bytes:
-    prefer :func:`iter_token_activations` for large pools)."""
-    arrays, key_config, path, hit, seconds = _cached(lm, texts, config, "tokens", cache, ledger)
-    return TokenActivations(arrays["vectors"], arrays["records"], arrays["counts"], arrays["truncated"],
-                            key_config["layer"], activation_cache_key(lm, texts, config, "tokens"),
-                            {**asdict(config), **key_config}, path, hit, seconds)
+    """Every content-token vector [T, d] in record order with its record index (and the per-record means), cached
+    on disk (T x d x 4 bytes: prefer :func:`iter_token_activations` for large pools)."""
+    return _cached(TokenActivations, lm, texts, config, cache, ledger)
