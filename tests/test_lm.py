@@ -343,3 +343,15 @@ def test_gguf_conversion_is_atomic_and_happens_once(tiny_dir, tmp_path, monkeypa
     assert first.path == second.path and first.path.parent == root and first.digest == dlm.model_digest(fake)
     assert first.path.name.startswith("tiny-") and (first.path / "model.safetensors").is_file()
     assert [p.name for p in root.iterdir()] == [first.path.name]  # no temp folder left
+
+
+def test_lm_embedder_spec_and_embeddings(tiny, tiny_dir):
+    assert dlm.parse_lm_embedder("tfidf") is None
+    assert dlm.parse_lm_embedder(f"lm:{tiny_dir}") == str(tiny_dir)
+    with pytest.raises(ConfigError, match="lm: needs a model"):
+        dlm.parse_lm_embedder("lm:")
+    cfg = dlm.ActivationConfig(bf16=False)
+    by_path = dlm.lm_embeddings(TEXTS, dlm.parse_lm_embedder(f"lm:{tiny_dir}"), cfg, cache=False)
+    loaded = dlm.lm_embeddings(TEXTS, tiny, cfg, cache=False)
+    np.testing.assert_allclose(by_path.mean, loaded.mean, **ATOL)
+    assert by_path.mean.shape == (len(TEXTS), 32)

@@ -6,12 +6,14 @@ weights). Importing this package does not import transformers; :func:`load_lm` d
 * :func:`load_lm` / :data:`LM_REGISTRY` / :class:`LanguageModel`: a registered name or a local model folder;
 * :func:`iter_token_activations` (streaming, for SAE training), :func:`record_activations` (mean-pooled [N, d] and
   token counts, cached), :func:`token_activations` (all token vectors, cached);
+* :func:`lm_embeddings` / :func:`parse_lm_embedder`: ``--embedder lm:NAME`` for geometric selectors;
 * :func:`hidden_at_layer`, :func:`layer_attention`: forwards that stop at one layer.
 """
 
 from .activations import (ActivationConfig, RecordActivations, TokenActivations, TokenBatch, activation_cache_key,
                           iter_token_activations, length_batches, record_activations, texts_digest,
                           token_activations)
+from .embed import LM_EMBEDDER_PREFIX, lm_embeddings, parse_lm_embedder
 from .forward import (content_mask, decoder_layers, encode_texts, final_norm, hidden_at_layer, layer_attention,
                       layer_index, pad_batch)
 from .models import INSTALL_HINT, LM_REGISTRY, LanguageModel, load_lm, model_digest, resolve_lm
@@ -21,5 +23,5 @@ __all__ = [
     "ActivationConfig", "TokenBatch", "RecordActivations", "TokenActivations", "iter_token_activations",
     "record_activations", "token_activations", "activation_cache_key", "texts_digest", "length_batches",
     "decoder_layers", "final_norm", "layer_index", "encode_texts", "pad_batch", "content_mask", "hidden_at_layer",
-    "layer_attention",
+    "layer_attention", "LM_EMBEDDER_PREFIX", "parse_lm_embedder", "lm_embeddings",
 ]
