@@ -73,7 +73,7 @@ def _previous_rows(path: Path, doc: dict) -> dict[tuple[str, str], dict]:
     """Finished rows of an earlier results file measured with the same settings, keyed by (method, size label).
 
     Run directories are scratch (a fresh checkout has none) while the results file is committed, so reading its rows
-    back lets the table grow cell by cell across machines and sessions without re-running finished cells. A file
+    back lets the table grow cell by cell across machines and runs without re-running finished cells. A file
     written with other settings contributes nothing, and the reason is printed.
     """
     if not path.is_file():

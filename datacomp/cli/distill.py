@@ -72,7 +72,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--pool-dir", default=None, help="feature-pool cache (default $DATACOMP_CACHE/pool)")
     for field_name, (flag, kind, text) in _CONFIG_FLAGS.items():
         parser.add_argument(flag, dest=field_name, type=kind, default=None, help=text)
-    add_set(parser, "any config field of the method")
+    add_set(parser, "any config field of the method (e.g. --set lr_img=10 syn_bf16=true)")
     parser.set_defaults(func=run_command)
     return parser
 

@@ -21,10 +21,10 @@ __all__ = [
 
 
 def add_set(parser: argparse.ArgumentParser, what: str = "a setting of the method") -> None:
-    """``--set KEY=VALUE [KEY=VALUE ...]`` (repeatable) into ``args.set``."""
+    """``--set KEY=VALUE [KEY=VALUE ...]`` (repeatable) into ``args.set``; ``what`` says which settings (with an
+    example valid for the command)."""
     parser.add_argument("--set", dest="set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help=f"override {what} (repeatable; values read as JSON when they parse, e.g. "
-                             "--set lr_img=10 syn_bf16=true)")
+                        help=f"override {what}; repeatable, values read as JSON when they parse")
 
 
 def parse_set(items: list[str] | None, option: str = "--set") -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from datacomp.cli.options import resolve_device
+from datacomp.runtime import resolve_device
 from datacomp.compression.checks import check_model_args, check_teacher, load_teacher
 from datacomp.compression.config import LEGACY_AUGMENT, CompressConfig
 from datacomp.compression.smallset import resolve_small_set, small_set_info, small_set_ledger, small_set_tensors

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from datacomp.cli.options import resolve_device
+from datacomp.runtime import resolve_device
 from datacomp.compression.checks import build_model, check_model_args
 from datacomp.compression.modelio import model_digest, save_model
 from datacomp.cost import CostLedger
