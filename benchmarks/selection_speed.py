@@ -192,7 +192,7 @@ def run_size(n: int, args: argparse.Namespace, have_apricot: bool) -> list[dict]
         if have_apricot and n <= args.apricot_max_n:
             from apricot import FacilityLocationSelection
 
-            graph, _ = knn_graph(x, args.n_neighbors)  # the same graph again, as apricot's input
+            graph, _ = knn_graph(x, n_neighbors=args.n_neighbors)  # the same graph again, as apricot's input
             cover = sp.csr_matrix(graph.T, dtype=np.float64)
             fl = FacilityLocationSelection(budget, metric="precomputed", optimizer="lazy")
             _, s, m = measure(lambda: fl.fit(cover))

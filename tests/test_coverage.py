@@ -1,4 +1,4 @@
-"""Lazy-greedy maximum coverage against a naive greedy oracle."""
+"""Lazy-greedy maximum coverage (and the shared lazy-greedy helper) against naive greedy oracles."""
 
 import numpy as np
 import pytest
@@ -9,6 +9,7 @@ from hypothesis.extra.numpy import arrays
 
 from datacomp.errors import ConfigError
 from datacomp.selectors.coverage import coverage_of, greedy_max_coverage, to_binary_csr
+from datacomp.selectors.lazy_greedy import lazy_greedy
 
 
 def naive_greedy(dense: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,3 +82,30 @@ def test_numeric_nonzero_counts_as_active():
 def test_rejects_bad_input(matrix, budget, error, match):
     with pytest.raises(error, match=match):
         greedy_max_coverage(matrix, budget)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    weights=arrays(np.int64, st.tuples(st.integers(1, 20), st.integers(1, 15)), elements=st.integers(0, 3)),
+    frac=st.floats(0.0, 1.0),
+)
+def test_lazy_greedy_helper_equals_naive_greedy(weights, frac):
+    """The shared helper on weighted max coverage F(S) = sum_j max_{s in S} w[s, j] (integer weights: exact ties)."""
+    budget = max(1, int(round(frac * weights.shape[0])))
+    best = np.zeros(weights.shape[1], dtype=np.int64)
+
+    def pick(item: int, gain: int) -> None:
+        np.maximum(best, weights[item], out=best)
+
+    picks, gains = lazy_greedy(weights.sum(axis=1), budget,
+                               lambda i: int(np.maximum(weights[i] - best, 0).sum()), pick, dtype=np.int64)
+    naive_best, naive_picks, naive_gains = np.zeros_like(best), [], []
+    for _ in range(budget):
+        all_gains = np.maximum(weights - naive_best[None, :], 0).sum(axis=1)
+        all_gains[naive_picks] = -1
+        naive_picks.append(int(np.argmax(all_gains)))  # lowest index on ties
+        naive_gains.append(int(all_gains[naive_picks[-1]]))
+        naive_best = np.maximum(naive_best, weights[naive_picks[-1]])
+    np.testing.assert_array_equal(picks, naive_picks)
+    np.testing.assert_array_equal(gains, naive_gains)
+    assert picks.dtype == np.int64 and gains.dtype == np.int64

@@ -19,6 +19,7 @@ from datacomp.selectors import (
     ProxyOptions,
     Selection,
     SelectOptions,
+    SelectorSpec,
     register_selector,
     select,
     select_dataset,
@@ -59,8 +60,8 @@ def test_a_new_method_is_one_registration():
         idx = np.arange(offset, offset + budget)
         return idx, idx.astype(float), None, {}
 
-    register_selector("first-items", "the first items of each class", prepare=prepare, run=run,
-                      needs="nothing beyond the pool size", score_meaning="index")
+    register_selector(SelectorSpec("first-items", "the first items of each class", prepare=prepare, run=run,
+                                   needs="nothing beyond the pool size", score_meaning="index"))
     try:
         sel = select("first-items", n_items=10, budget=3, offset=2)
         np.testing.assert_array_equal(sel.indices, [2, 3, 4])

@@ -25,7 +25,7 @@ Y = np.zeros(4, dtype=int)
         (lambda: S.grand_scores(P, Y, np.ones((3, 5))), ValueError, "embeddings shape"),
         (lambda: S.aum_scores(np.ones(4), Y), ValueError, "probs_or_logits must be"),
         (lambda: S.ccs_sample(np.arange(5.0), 2, np.random.default_rng(0), n_strata=0), ValueError, "n_strata"),
-        (lambda: knn_graph(np.ones((5, 2)), 3, knn_index="hnsw"), ValueError, "knn_index must be"),
+        (lambda: knn_graph(np.ones((5, 2)), n_neighbors=3, knn_index="hnsw"), ValueError, "knn_index must be"),
         (lambda: lazy_greedy_facility_location(sp.csr_matrix(-np.eye(3)), 1), ValueError, "non-negative"),
         (lambda: dense_objective(np.ones((3, 2)), [0], similarity="rbf"), ValueError, "needs gamma"),
         (lambda: dense_objective(np.ones((3, 2)), [0], similarity="dot"), ValueError, "similarity must be"),

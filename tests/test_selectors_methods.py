@@ -8,7 +8,8 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial.distance import cdist
 
-from datacomp.selectors import select
+from datacomp.errors import ConfigError
+from datacomp.selectors import SELECTORS, select
 from datacomp.selectors.coverage import coverage_of
 from datacomp.selectors.geometric import kcenter_greedy, max_min_distance, running_mean_error
 from datacomp.selectors.sae_select import diverse_scan
@@ -21,7 +22,9 @@ from datacomp.selectors.scores import (
     uncertainty_scores,
 )
 from datacomp.selectors.submodular import (
+    KNNGraphSettings,
     dense_objective,
+    facility_location,
     graph_objective,
     knn_graph,
     lazy_greedy_facility_location,
@@ -128,6 +131,24 @@ def test_knn_graph_rows_hold_self_and_neighbours(blobs):
     exact = np.argsort(cdist(x, x, "cosine"), axis=1)[:, :5]
     overlap = np.mean([len(set(graph[i].indices) & set(exact[i])) for i in range(0, len(x), 20)])
     assert overlap >= 4.5 and info["knn_index"] == "flat"
+
+
+def test_facility_location_graph_settings_are_method_parameters(blobs):
+    """KNNGraphSettings' fields are facility-location's parameters; select() hands them on as one settings object."""
+    x, _ = blobs
+    spec = SELECTORS.get("facility-location")
+    assert spec.params == {"n_neighbors": 16, "similarity": "cosine", "knn_index": "auto", "gamma": None,
+                           "nprobe": 8, "progress": False}
+    sel = select("facility-location", x, budget=7, class_balanced=False, seed=4, n_neighbors=5, similarity="rbf")
+    seed = int(np.random.default_rng(4).integers(2**31))
+    idx, gains, _, info = facility_location(x, 7, KNNGraphSettings(n_neighbors=5, similarity="rbf"), seed=seed)
+    np.testing.assert_array_equal(sel.indices, idx)
+    np.testing.assert_array_equal(sel.scores, gains)
+    assert sel.metadata["info"]["n_neighbors"] == info["n_neighbors"] == 5
+    with pytest.raises(ConfigError, match=r"knn_graph got unknown setting\(s\) \['neighbours'\]"):
+        knn_graph(x, neighbours=5)
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['graph'\]"):
+        select("facility-location", x, budget=3, graph=KNNGraphSettings())
 
 
 def test_facility_location_weights_are_cluster_sizes(blobs):

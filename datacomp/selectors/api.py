@@ -100,7 +100,7 @@ def _run_groups(spec: SelectorSpec, pool: dict, groups: list, balanced: bool, se
             rng = np.random.default_rng([seed, position]) if balanced else np.random.default_rng(seed)
         sub = subset(pool, members) if balanced else pool
         t0 = time.perf_counter()
-        local, sc, w, info = spec.run(sub, b, rng, **run_params)
+        local, sc, w, info = spec.run_select(sub, b, rng, run_params)
         seconds[str(label)] = time.perf_counter() - t0
         if b == 0:
             continue
@@ -157,7 +157,7 @@ def select(method: str, features=None, budget: int | None = None, labels=None, c
     with ledger.phase("selection") as phase:
         phase.note(f"method={method}")
         t_prep = time.perf_counter()
-        pool, prep_info = spec.prepare(inputs, **prep_params)
+        pool, prep_info = spec.run_prepare(inputs, prep_params)
         prep_seconds = time.perf_counter() - t_prep
         indices, scores, weights, infos, seconds = _run_groups(spec, pool, groups, balanced, seed, run_params)
 

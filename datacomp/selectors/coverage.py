@@ -2,21 +2,18 @@
 
 The objective is F(S) = |union_{x in S} A(x)| where A(x) is the set of features (columns) that item x (row)
 activates. F is monotone submodular, so the greedy solution is within (1 - 1/e) of the optimum, and the lazy
-variant (Minoux 1978) returns exactly the same sequence as the naive greedy: stale gains are upper bounds of the
-fresh ones, so an item whose fresh gain still beats every other stale bound is the true argmax.
-
-Ties are broken deterministically by the lowest row index (the heap is keyed on ``(-gain, index)``), which is
-also what ``numpy.argmax`` does in the naive greedy used as the test oracle.
+variant (:func:`~datacomp.selectors.lazy_greedy.lazy_greedy`) returns exactly the same sequence as the naive
+greedy, ties broken by the lowest row index (as ``numpy.argmax`` in the naive greedy used as the test oracle).
 """
 
 from __future__ import annotations
-
-import heapq
 
 import numpy as np
 import scipy.sparse as sp
 
 from datacomp.errors import ConfigError
+
+from .lazy_greedy import lazy_greedy
 
 __all__ = ["greedy_max_coverage", "coverage_of", "to_binary_csr"]
 
@@ -89,30 +86,17 @@ def greedy_max_coverage(
     if budget < 1 or budget > n_items:
         raise ConfigError(f"budget must be in [1, n_items={n_items}], got {budget}")
     indptr, cols = csr.indptr, csr.indices
-    row_sizes = np.diff(indptr).astype(np.int64)
     covered = np.zeros(n_features, dtype=bool)
 
-    # Heap entries (-stale_gain, index); heapify of a list built from arrays is O(n).
-    heap = list(zip((-row_sizes).tolist(), range(n_items)))
-    heapq.heapify(heap)
-    selected = np.empty(budget, dtype=np.int64)
-    gains = np.empty(budget, dtype=np.int64)
-    for step in range(budget):
-        while True:
-            neg_stale, item = heapq.heappop(heap)
-            if neg_stale == 0:
-                # A stale bound of 0 means every remaining gain is 0: the lowest index wins the tie.
-                fresh = 0
-            else:
-                row = cols[indptr[item] : indptr[item + 1]]
-                fresh = int(row.size - np.count_nonzero(covered[row]))
-            if not heap or (-fresh, item) <= heap[0]:
-                break
-            heapq.heappush(heap, (-fresh, item))
-        selected[step] = item
-        gains[step] = fresh
+    def gain(item: int) -> int:
+        row = cols[indptr[item] : indptr[item + 1]]
+        return int(row.size - np.count_nonzero(covered[row]))
+
+    def pick(item: int, fresh: int) -> None:
         if fresh:
             covered[cols[indptr[item] : indptr[item + 1]]] = True
+
+    selected, gains = lazy_greedy(np.diff(indptr).astype(np.int64), budget, gain, pick, dtype=np.int64)
     if return_curve:
         return selected, np.cumsum(gains)
     return selected

@@ -34,6 +34,7 @@ from datacomp.errors import ConfigError, DataError
 from datacomp.io import sha256_bytes, sha256_file
 
 from .cache import Cache, cache_args, cached_arrays
+from .settings import with_overrides
 
 __all__ = ["EmbedSettings", "TextEmbeddings", "TfidfSvdEmbedder", "TransformerEmbedder", "resolve_embedder",
            "embed_texts", "MINILM_NAMES"]
@@ -243,11 +244,7 @@ def embed_texts(texts: Sequence[str], embedder: str | os.PathLike = "tfidf", *, 
         cache: True (``$DATACOMP_CACHE/features``), False or a cache folder.
         **settings: :class:`EmbedSettings` fields (``dim``, ``seed``, ``batch_size``, ``max_length``, ``backend``).
     """
-    unknown = sorted(set(settings) - set(EmbedSettings.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(f"embed_texts got unknown setting(s) {unknown}; valid: "
-                          f"{sorted(EmbedSettings.__dataclass_fields__)}")
-    s = EmbedSettings(**settings)
+    s = with_overrides(EmbedSettings, None, settings, "embed_texts")
     if isinstance(texts, str):
         raise ConfigError("texts must be a sequence of strings, not a single string")
     texts = list(texts)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from datacomp.io import sha256_file
 from datacomp.models import create_model
 
 from .cache import Cache, cache_args, cached_arrays, data_digest
+from .settings import with_overrides
 from .proxy_training import ProxyDynamics, ProxySettings, train_proxy
 
 __all__ = ["FeatureSettings", "ImageFeatures", "image_features", "proxy_dynamics"]
@@ -67,14 +68,6 @@ class FeatureSettings:
     proxy_protocol: Any = "quick"
     batch_size: int = 512
     model_kwargs: dict | None = None
-
-
-def _settings(cls: type, overrides: dict, what: str) -> Any:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ConfigError(f"{what} got unknown setting(s) {unknown}; valid: {sorted(names)}")
-    return cls(**overrides)
 
 
 @dataclass
@@ -164,7 +157,7 @@ def image_features(dataset: ImageDataset, model: str = "convnet-3-in", *, split:
         ConfigError: unknown model, split or setting, bad epochs/batch size.
         DataError: unreadable or mismatching weights. MissingInputError: ``weights`` does not exist.
     """
-    s = _settings(FeatureSettings, settings, "image_features")
+    s = with_overrides(FeatureSettings, None, settings, "image_features")
     proxy_epochs = _check_nonneg_int(s.proxy_epochs, "proxy_epochs")
     seed = _check_nonneg_int(s.seed, "seed")
     if _check_nonneg_int(s.batch_size, "batch_size") < 1:
@@ -231,7 +224,7 @@ def proxy_dynamics(dataset: ImageDataset, model: str = "convnet-3-in", *, device
         :class:`~datacomp.selectors.proxy_training.ProxyDynamics` whose ``ledger`` holds the proxy's cost
         (replayed from the cache on a hit; ``protocol["from_cache"]`` says which).
     """
-    s = _settings(ProxySettings, settings, "proxy_dynamics")
+    s = with_overrides(ProxySettings, None, settings, "proxy_dynamics")
     if _check_nonneg_int(s.epochs, "epochs") < 1 or _check_nonneg_int(s.runs, "runs") < 1:
         raise ConfigError(f"proxy epochs and runs must be >= 1, got epochs={s.epochs}, runs={s.runs}")
     _check_nonneg_int(s.seed, "seed")

@@ -15,7 +15,7 @@ from datacomp.errors import ConfigError
 
 from . import geometric, submodular
 from .inputs import Inputs
-from .registry import base_pool, missing_input, register_selector
+from .registry import SelectorSpec, base_pool, missing_input, register_selector
 
 __all__: list[str] = []
 
@@ -74,28 +74,27 @@ def _prepare_facility_location(inputs: Inputs) -> tuple[dict, dict]:
     return _features_pool("facility-location", inputs)
 
 
-def _run_facility_location(pool: dict, budget: int, rng: np.random.Generator, n_neighbors: int = 16,
-                           similarity: str = "cosine", knn_index: str = "auto", gamma: float | None = None,
-                           nprobe: int = 8, progress: bool = False):
-    return submodular.facility_location(
-        pool["features"], budget, n_neighbors=n_neighbors, similarity=similarity, knn_index=knn_index,
-        gamma=gamma, seed=int(rng.integers(2**31)), progress=progress, nprobe=nprobe)
+def _run_facility_location(pool: dict, budget: int, rng: np.random.Generator,
+                           graph: submodular.KNNGraphSettings = submodular.KNNGraphSettings(), progress: bool = False):
+    # graph's fields are the method's parameters (--set n_neighbors=32): see datacomp.selectors.registry.
+    return submodular.facility_location(pool["features"], budget, graph, seed=int(rng.integers(2**31)),
+                                        progress=progress)
 
 
-register_selector(
+register_selector(SelectorSpec(
     "random", "uniform random subset (the baseline every method is compared to)",
     prepare=_prepare_random, run=_run_random, needs="nothing beyond the pool size (any input, or n_items=)",
-    score_meaning="draw order within the class (0 = drawn first)", shared_stream=True)
-register_selector(
+    score_meaning="draw order within the class (0 = drawn first)", shared_stream=True))
+register_selector(SelectorSpec(
     "herding", "greedy running-mean matching of the class's feature mean (Welling 2009)",
     prepare=_prepare_herding, run=_run_herding, needs="features=",
     score_meaning="running-mean error ||mean(S_t) - mu|| after the pick (lower is better)", source="features",
-    summary=_herding_summary)
-register_selector(
+    summary=_herding_summary))
+register_selector(SelectorSpec(
     "kcenter", "k-center greedy: each pick is the item farthest from the picks so far (Sener & Savarese 2018)",
     prepare=_prepare_kcenter, run=_run_kcenter, needs="features=",
-    score_meaning="distance of the pick to earlier picks (inf for a random first center)", source="features")
-register_selector(
+    score_meaning="distance of the pick to earlier picks (inf for a random first center)", source="features"))
+register_selector(SelectorSpec(
     "facility-location", "lazy-greedy facility location on a kNN similarity graph (CRAIG, Mirzasoleiman 2020)",
     prepare=_prepare_facility_location, run=_run_facility_location, needs="features=",
-    score_meaning="marginal facility-location gain on the kNN graph (higher first)", source="features")
+    score_meaning="marginal facility-location gain on the kNN graph (higher first)", source="features"))

@@ -17,7 +17,7 @@ from datacomp.errors import ConfigError
 from . import sae_select
 from .inputs import Inputs
 from .methods_scores import text_lengths
-from .registry import base_pool, missing_input, register_selector
+from .registry import SelectorSpec, base_pool, missing_input, register_selector
 
 __all__: list[str] = []
 
@@ -114,12 +114,12 @@ def _run_sae_simscale(pool: dict, budget: int, rng: np.random.Generator, delta: 
 
 
 _SAE_NEEDS = "activations= or sae= with features="
-register_selector(
+register_selector(SelectorSpec(
     "sae-greedy", "greedy max coverage of the SAE latents the items activate",
     prepare=_prepare_sae_greedy, run=_run_sae_greedy, needs=_SAE_NEEDS,
-    score_meaning="newly covered SAE latents (higher first)", source="features", summary=_coverage_summary)
-register_selector(
+    score_meaning="newly covered SAE latents (higher first)", source="features", summary=_coverage_summary))
+register_selector(SelectorSpec(
     "sae-simscale", "SAE-vector diversity scan in complexity order, threshold tuned by bisection (SAE-SimScale)",
     prepare=_prepare_sae_simscale, run=_run_sae_simscale,
     needs=_SAE_NEEDS + " (lengths=/texts= for order_by='length', scores= for order_by='score')",
-    score_meaning="max cosine similarity to earlier picks (lower = more novel)", source="features")
+    score_meaning="max cosine similarity to earlier picks (lower = more novel)", source="features"))

@@ -13,7 +13,7 @@ from datacomp.errors import ConfigError, DataError
 
 from . import scores as score_fns
 from .inputs import Inputs
-from .registry import base_pool, missing_input, register_selector
+from .registry import SelectorSpec, base_pool, missing_input, register_selector
 
 __all__ = ["text_lengths"]
 
@@ -139,28 +139,28 @@ def _prepare_longest(inputs: Inputs) -> tuple[dict, dict]:
 
 
 _DYN = dict(source="dynamics", text=False)
-register_selector(
+register_selector(SelectorSpec(
     "forgetting", "forgetting events during proxy training (Toneva et al. 2019)",
     prepare=_prepare_forgetting, run=_run_top_score, needs="scores=, correct= ([epochs, n] correctness) or dynamics=",
-    score_meaning="forgetting events (higher = more forgettable)", **_DYN)
-register_selector(
+    score_meaning="forgetting events (higher = more forgettable)", **_DYN))
+register_selector(SelectorSpec(
     "el2n", "EL2N: error L2 norm of an early proxy (Paul et al. 2021)",
     prepare=_prepare_el2n, run=_run_top_score, needs="scores=, probs=/logits= with labels=, or dynamics=",
-    score_meaning="EL2N (higher = harder)", **_DYN)
-register_selector(
+    score_meaning="EL2N (higher = harder)", **_DYN))
+register_selector(SelectorSpec(
     "grand", "GraNd: last-layer gradient norm of a proxy (Paul et al. 2021)",
     prepare=_prepare_grand, run=_run_top_score,
     needs="scores=, probs=/logits= with labels= and embeddings= (or features=), or dynamics=",
-    score_meaning="GraNd last-layer gradient norm (higher = larger gradient)", **_DYN)
-register_selector(
+    score_meaning="GraNd last-layer gradient norm (higher = larger gradient)", **_DYN))
+register_selector(SelectorSpec(
     "uncertainty", "least confidence / entropy / margin of a proxy (Coleman et al. 2020)",
     prepare=_prepare_uncertainty, run=_run_uncertainty, needs="scores=, probs=, logits= or dynamics=",
-    score_meaning="uncertainty (higher = more uncertain)", **_DYN)
-register_selector(
+    score_meaning="uncertainty (higher = more uncertain)", **_DYN))
+register_selector(SelectorSpec(
     "ccs", "coverage-centric coreset selection: stratified sampling over an importance score (Zheng et al. 2023)",
     prepare=_prepare_ccs, run=_run_ccs, needs="scores= (any per-item importance score)",
-    score_meaning="the importance score of the pick", **_DYN)
-register_selector(
+    score_meaning="the importance score of the pick", **_DYN))
+register_selector(SelectorSpec(
     "longest", "the longest items (texts: the longest responses; Zhao et al. 2024)",
     prepare=_prepare_longest, run=_run_top_score, needs="lengths= or texts=",
-    score_meaning="length (higher = longer)", source="lengths")
+    score_meaning="length (higher = longer)", source="lengths"))

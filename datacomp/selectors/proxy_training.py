@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from datacomp.errors import ConfigError, DataError
 from datacomp.training import fit
 
 from . import scores as score_fns
+from .settings import with_overrides
 
 __all__ = ["ProxyDynamics", "ProxySettings", "train_proxy"]
 
@@ -162,11 +163,7 @@ def train_proxy(model_factory: Callable[[], nn.Module], x: torch.Tensor, y: torc
     Returns:
         :class:`ProxyDynamics`. Each run's epochs go through :func:`datacomp.training.fit`.
     """
-    unknown = sorted(set(overrides) - {f.name for f in fields(ProxySettings)})
-    if unknown:
-        raise ConfigError(f"train_proxy got unknown setting(s) {unknown}; valid: "
-                          f"{[f.name for f in fields(ProxySettings)]}")
-    s = replace(settings or ProxySettings(), **overrides)
+    s = with_overrides(ProxySettings, settings, overrides, "train_proxy")
     s.check()
     xt = torch.as_tensor(x)
     yt = torch.as_tensor(y).long().cpu()
@@ -177,10 +174,11 @@ def train_proxy(model_factory: Callable[[], nn.Module], x: torch.Tensor, y: torc
     n = xt.shape[0]
     user_ledger, ledger = ledger, CostLedger()  # own ledger: the dynamics carry only the proxy's cost
     rec = _Recorder(s, n)
+    shared = _Shared(model_factory, xt, yt, s, device, ledger, rec, progress)
     model_name = None
     t0 = time.perf_counter()
     for run in range(s.runs):
-        model = _train_run(model_factory, xt, yt, s, run, device, ledger, rec, progress)
+        model = _train_run(shared, run)
         model_name = type(model).__name__
         with ledger.phase("proxy-scoring", flops="full", device=device):
             fp, emb = _inference(model, xt, 1024, device, want_features=True)
@@ -220,13 +218,27 @@ class _Recorder:
             self.embeddings[run] = emb
 
 
-def _train_run(model_factory: Callable[[], nn.Module], xt: torch.Tensor, yt: torch.Tensor, s: ProxySettings,
-               run: int, device: str, ledger: CostLedger, rec: _Recorder, progress: bool) -> nn.Module:
+@dataclass
+class _Shared:
+    """What every proxy run of one :func:`train_proxy` call uses."""
+
+    model_factory: Callable[[], nn.Module]
+    x: torch.Tensor
+    y: torch.Tensor
+    settings: ProxySettings
+    device: str
+    ledger: CostLedger
+    rec: _Recorder
+    progress: bool
+
+
+def _train_run(shared: _Shared, run: int) -> nn.Module:
     """One proxy run: SGD (Nesterov) with a per-step cosine schedule, through :func:`datacomp.training.fit`."""
+    xt, yt, s, device, ledger, rec = shared.x, shared.y, shared.settings, shared.device, shared.ledger, shared.rec
     n = xt.shape[0]
     torch.manual_seed(s.seed + run)
     gen = torch.Generator().manual_seed(s.seed + run)
-    model = model_factory().to(device).train()
+    model = shared.model_factory().to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay,
                           nesterov=s.momentum > 0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.epochs * math.ceil(n / s.batch_size))
@@ -255,5 +267,5 @@ def _train_run(model_factory: Callable[[], nn.Module], xt: torch.Tensor, yt: tor
     with ledger.phase("proxy-training", flops="sampled", device=device) as phase:
         phase.extra["runs"] = 1
         fit(step, n, s.batch_size, s.epochs, gen, phase=phase, after_epoch=after_epoch,
-            progress=f"proxy run {run}" if progress else None)
+            progress=f"proxy run {run}" if shared.progress else None)
     return model

@@ -41,6 +41,8 @@ from datacomp.cost import CostLedger
 from datacomp.errors import ConfigError, DataError, FormatError, MissingInputError
 from datacomp.io import atomic_write
 
+from .settings import with_overrides
+
 __all__ = ["TopKSAE", "SAETrainSettings", "train_sae", "default_lr", "geometric_median"]
 
 _FORMAT = "datacomp.TopKSAE/v1"
@@ -291,11 +293,7 @@ def train_sae(
         "dead_fraction"}`` per step plus ``"seconds"``, ``"steps"`` and ``"cost"`` (ledger dict), and ``config`` =
         all arguments used.
     """
-    unknown = sorted(set(settings) - set(SAETrainSettings.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(f"train_sae got unknown setting(s) {unknown}; valid: "
-                          f"{sorted(SAETrainSettings.__dataclass_fields__)}")
-    cfg = SAETrainSettings(**settings)
+    cfg = with_overrides(SAETrainSettings, None, settings, "train_sae")
     steps, epochs, batch_size, seed = cfg.steps, cfg.epochs, cfg.batch_size, cfg.seed
     lr, lr_warmup_steps, auxk_alpha, k_aux, dead_after = cfg.lr, cfg.lr_warmup_steps, cfg.auxk_alpha, cfg.k_aux, \
         cfg.dead_after

@@ -12,8 +12,10 @@ no n x n matrix is formed (cf. apricot issue #28: 196 TiB for a dense 7M x 7M si
 
 from __future__ import annotations
 
-import heapq
 import math
+import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,7 +23,11 @@ from tqdm.auto import tqdm
 
 from datacomp.errors import ConfigError
 
+from .lazy_greedy import lazy_greedy
+from .settings import with_overrides
+
 __all__ = [
+    "KNNGraphSettings",
     "knn_graph",
     "lazy_greedy_facility_location",
     "facility_location",
@@ -30,6 +36,28 @@ __all__ = [
 ]
 
 SIMILARITIES = ("cosine", "rbf")
+
+
+@dataclass(frozen=True)
+class KNNGraphSettings:
+    """How the kNN similarity graph of :func:`knn_graph` is built.
+
+    Attributes:
+        n_neighbors: neighbours kept per point, *including the point itself* (similarity 1).
+        similarity: ``"cosine"``: s = (1 + cos) / 2 in [0, 1] (DeepCore's remap, always non-negative);
+            ``"rbf"``: s = exp(-gamma * ||a - b||^2) with ``gamma`` defaulting to 1 / median kNN squared distance.
+        knn_index: ``"flat"`` (exact, O(n^2 d) time), ``"ivf"`` (faiss IVF-Flat with 4 sqrt(n) lists, approximate;
+            its recall@k on 128 random queries is recorded as ``estimated_recall``) or ``"auto"`` (flat up to
+            50,000 points). The greedy is exact on whichever graph is built.
+        gamma: RBF bandwidth (only for ``similarity="rbf"``).
+        nprobe: IVF lists scanned per query (more = higher recall, slower).
+    """
+
+    n_neighbors: int = 16
+    similarity: str = "cosine"
+    knn_index: str = "auto"
+    gamma: float | None = None
+    nprobe: int = 8
 
 
 def _knn_search(
@@ -74,34 +102,22 @@ def _knn_search(
     return scores, ids, info
 
 
-def knn_graph(
-    features: np.ndarray,
-    n_neighbors: int = 16,
-    similarity: str = "cosine",
-    knn_index: str = "auto",
-    gamma: float | None = None,
-    seed: int = 0,
-    progress: bool = False,
-    nprobe: int = 8,
-) -> tuple[sp.csr_matrix, dict]:
+def knn_graph(features: np.ndarray, settings: KNNGraphSettings | None = None, *, seed: int = 0,
+              progress: bool = False, **overrides: Any) -> tuple[sp.csr_matrix, dict]:
     """Sparse kNN similarity graph W (``[n, n]`` CSR, row i = point i's neighbours, self included).
 
     Args:
         features: ``[n, d]`` finite features.
-        n_neighbors: neighbours kept per point, *including the point itself* (similarity 1).
-        similarity: ``"cosine"``: s = (1 + cos) / 2 in [0, 1] (DeepCore's remap, always non-negative);
-            ``"rbf"``: s = exp(-gamma * ||a - b||^2) with ``gamma`` defaulting to 1 / median kNN squared distance.
-        knn_index: ``"flat"`` (exact, O(n^2 d) time), ``"ivf"`` (faiss IVF-Flat with 4 sqrt(n) lists, approximate;
-            its recall@k on 128 random queries is recorded as ``estimated_recall``) or ``"auto"`` (flat up to
-            50,000 points). The greedy is exact on whichever graph is built.
-        gamma: RBF bandwidth (only for ``similarity="rbf"``).
+        settings: :class:`KNNGraphSettings` (default: its defaults).
         seed: seed of the IVF training sample.
         progress: show a tqdm bar.
-        nprobe: IVF lists scanned per query (more = higher recall, slower).
+        **overrides: :class:`KNNGraphSettings` fields replacing those of ``settings`` (``n_neighbors=32``).
 
     Returns:
         ``(W, info)`` with ``info`` recording the similarity, k, index type and gamma.
     """
+    s = with_overrides(KNNGraphSettings, settings, overrides, "knn_graph")
+    n_neighbors, similarity, knn_index, gamma, nprobe = s.n_neighbors, s.similarity, s.knn_index, s.gamma, s.nprobe
     if similarity not in SIMILARITIES:
         raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     feats = np.ascontiguousarray(features, dtype=np.float32)
@@ -165,30 +181,20 @@ def lazy_greedy_facility_location(
     best = np.zeros(n_points, dtype=np.float64)
     assignment = np.full(n_points, -1, dtype=np.int64)
 
-    def fresh_gain(item: int) -> float:
+    def gain(item: int) -> float:
         lo, hi = indptr[item], indptr[item + 1]
         return float(np.maximum(vals[lo:hi] - best[cols[lo:hi]], 0.0).sum())
 
-    initial = np.add.reduceat(vals, indptr[:-1]) if vals.size else np.zeros(n_cand)
-    initial[np.diff(indptr) == 0] = 0.0  # reduceat repeats the next value for empty rows
-    heap = list(zip((-initial).tolist(), range(n_cand)))
-    heapq.heapify(heap)
-    selected = np.empty(budget, dtype=np.int64)
-    gains = np.empty(budget, dtype=np.float64)
-    for step in range(budget):
-        while True:
-            neg_stale, item = heapq.heappop(heap)
-            fresh = fresh_gain(item) if neg_stale != 0.0 else 0.0
-            if not heap or (-fresh, item) <= heap[0]:
-                break
-            heapq.heappush(heap, (-fresh, item))
-        selected[step] = item
-        gains[step] = fresh
+    def pick(item: int, fresh: float) -> None:
         lo, hi = indptr[item], indptr[item + 1]
         targets, sims = cols[lo:hi], vals[lo:hi]
         improved = sims > best[targets]
         best[targets[improved]] = sims[improved]
         assignment[targets[improved]] = item
+
+    initial = np.add.reduceat(vals, indptr[:-1]) if vals.size else np.zeros(n_cand)
+    initial[np.diff(indptr) == 0] = 0.0  # reduceat repeats the next value for empty rows
+    selected, gains = lazy_greedy(initial, budget, gain, pick)
     return selected, gains, best, assignment
 
 
@@ -232,18 +238,9 @@ def dense_objective(features: np.ndarray, indices: np.ndarray, similarity: str =
     return total
 
 
-def facility_location(
-    features: np.ndarray,
-    budget: int,
-    n_neighbors: int = 16,
-    similarity: str = "cosine",
-    knn_index: str = "auto",
-    gamma: float | None = None,
-    seed: int = 0,
-    progress: bool = False,
-    nprobe: int = 8,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Facility-location selection on a faiss kNN graph (see :func:`knn_graph` for the parameters).
+def facility_location(features: np.ndarray, budget: int, settings: KNNGraphSettings | None = None, *, seed: int = 0,
+                      progress: bool = False, **overrides: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Facility-location selection on a faiss kNN graph (the graph and the arguments as in :func:`knn_graph`).
 
     Returns:
         ``(indices, gains, weights, info)``: ``gains[t]`` is the marginal gain of pick t (non-increasing, higher
@@ -251,10 +248,8 @@ def facility_location(
         is pick t (itself included), the CRAIG-style cluster size; ``info`` holds the graph description, the
         objective on the graph, the objective curve and the fraction of points with a selected neighbour.
     """
-    import time
-
     t0 = time.perf_counter()
-    graph, info = knn_graph(features, n_neighbors, similarity, knn_index, gamma, seed, progress, nprobe)
+    graph, info = knn_graph(features, settings, seed=seed, progress=progress, **overrides)
     t1 = time.perf_counter()
     selected, gains, best, assignment = lazy_greedy_facility_location(graph.T.tocsr(), budget)
     t2 = time.perf_counter()
