@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,6 +14,8 @@ from datacomp.cli import main
 from datacomp.compression import (
     CompressConfig,
     CompressResult,
+    KDConfig,
+    KDSettings,
     TrainConfig,
     compress,
     load_model,
@@ -256,6 +259,25 @@ def test_legacy_diffaug_reads_as_the_pipeline_it_was():
     assert record.extra["stages"][1]["model_file"] == "distill.safetensors"
     config = CompressConfig.from_dict(legacy["config"])
     assert config.augment == "color_crop_cutout" and config.stages == ["prune", "kd"]
+
+
+@pytest.mark.parametrize("stage", ["kd", "finetune"])
+def test_training_settings_are_declared_once_and_keep_the_recorded_order(stage):
+    """CompressConfig's training fields are KDSettings' (one declaration); kd_config() carries every one of them;
+    the field order (the key order of run.json's config) is the one datacomp 0.1.0 recorded."""
+    assert [f.name for f in dataclasses.fields(CompressConfig)] == [
+        "prune", "structured", "importance", "global_pruning", "kd", "finetune", "student", "student_kwargs",
+        "epochs", "batch_size", "lr", "momentum", "weight_decay", "temperature", "alpha", "hint_weight", "augment",
+        "quantize", "calibration", "calibration_size", "latency_batch", "latency_repeats", "seed"]
+    shared = {f.name for f in dataclasses.fields(KDSettings)}
+    assert shared == {f.name for f in dataclasses.fields(KDConfig)} - {"seed"}
+    assert {f.name: f.default for f in dataclasses.fields(CompressConfig) if f.name in shared} == \
+        {f.name: f.default for f in dataclasses.fields(KDSettings)}
+    config = CompressConfig(prune=0.5, **{stage: True}, epochs=7, batch_size=9, lr=0.2, momentum=0.5,
+                            weight_decay=1e-3, temperature=2.0, alpha=0.3, seed=5)
+    assert config.kd_config() == KDConfig(epochs=7, batch_size=9, lr=0.2, momentum=0.5, weight_decay=1e-3,
+                                          temperature=2.0, alpha=0.3 if stage == "kd" else 0.0, seed=5)
+    assert list(CompressConfig.from_dict(config.to_dict()).to_dict()) == list(config.to_dict())
 
 
 # ------------------------------------------------------------------------------------------- teacher / data mismatch

@@ -153,7 +153,7 @@ def test_train_student_with_kd_moves_student_towards_teacher(hint_weight):
 
     before = gap()
     ledger = CostLedger()
-    out = train_student(student, x, y, teacher=teacher, ledger=ledger, progress=False,
+    out = train_student(student, (x, y), teacher=teacher, ledger=ledger, progress=False,
                         config=KDConfig(epochs=40, batch_size=16, lr=0.05, alpha=1.0, hint_weight=hint_weight))
     assert gap() < 0.5 * before
     assert out["kd"] and out["hint"] == (hint_weight > 0) and out["steps"] == 80
@@ -167,7 +167,7 @@ def test_train_student_without_teacher_is_plain_cross_entropy():
     student = tiny(seed=1)
     torch.manual_seed(3)
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
-    out = train_student(student, x, y, config=KDConfig(epochs=60, batch_size=16, lr=0.05), progress=False)
+    out = train_student(student, (x, y), config=KDConfig(epochs=60, batch_size=16, lr=0.05), progress=False)
     assert not out["kd"]
     with torch.no_grad():
         assert (student(x).argmax(1) == y).float().mean().item() > 0.9  # memorises 16 images
@@ -193,14 +193,14 @@ def test_train_student_rejects_bad_input():
     x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
     cfg = KDConfig(epochs=1)
     with pytest.raises(ValueError, match="teacher and student must share classes"):
-        train_student(tiny(4), x, y, teacher=tiny(5), config=cfg, progress=False)
+        train_student(tiny(4), (x, y), teacher=tiny(5), config=cfg, progress=False)
     with pytest.raises(ValueError, match="data and model must share classes"):
-        train_student(tiny(4), x, torch.tensor([0, 1, 2, 7]), config=cfg, progress=False)
+        train_student(tiny(4), (x, torch.tensor([0, 1, 2, 7])), config=cfg, progress=False)
     with pytest.raises(ValueError, match="lengths differ"):
-        train_student(tiny(4), x, y[:3], config=cfg, progress=False)
+        train_student(tiny(4), (x, y[:3]), config=cfg, progress=False)
     with pytest.raises(ValueError, match="y \\(labels\\) is required"):
-        train_student(tiny(4), x, None, config=cfg, progress=False)
+        train_student(tiny(4), (x, None), config=cfg, progress=False)
     with pytest.raises(ValueError, match="hint_weight > 0 needs a teacher"):
-        train_student(tiny(4), x, y, config=KDConfig(epochs=1, hint_weight=1.0), progress=False)
+        train_student(tiny(4), (x, y), config=KDConfig(epochs=1, hint_weight=1.0), progress=False)
     with pytest.raises(ValueError, match="non-empty"):
-        train_student(tiny(4), torch.zeros(0, 3, 8, 8), y[:0], config=cfg, progress=False)
+        train_student(tiny(4), (torch.zeros(0, 3, 8, 8), y[:0]), config=cfg, progress=False)

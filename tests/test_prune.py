@@ -10,7 +10,13 @@ from safetensors.torch import load_file
 
 from datacomp.compression.measure import count_macs, count_parameters
 from datacomp.compression.modelio import load_model, read_spec, save_model
-from datacomp.compression.prune import global_magnitude_prune, sparsity, structured_channel_prune
+from datacomp.compression.prune import (
+    ChannelPruneSettings,
+    global_magnitude_prune,
+    sparsity,
+    structured_channel_prune,
+)
+from datacomp.errors import ConfigError
 from datacomp.models import create_model
 
 
@@ -36,7 +42,7 @@ def test_half_channel_pruning_shrinks_params_and_macs_as_expected(norm, importan
     full_params, full_macs = expected_convnet_counts(8)
     assert (count_parameters(model), count_macs(model, x[:1])) == (full_params, full_macs)
 
-    report = structured_channel_prune(model, x[:2], 0.5, importance=importance, data=(x, y))
+    report = structured_channel_prune(model, x[:2], 0.5, ChannelPruneSettings(importance=importance), data=(x, y))
 
     half_params, half_macs = expected_convnet_counts(4)
     assert count_parameters(model) == half_params == report["parameters_after"]
@@ -114,10 +120,13 @@ def test_pruning_rejects_ratio_outside_open_unit_interval(ratio, error, match):
 def test_structured_pruning_rejects_bad_options():
     x = torch.randn(2, 3, 8, 8)
     with pytest.raises(ValueError, match="importance must be one of"):
-        structured_channel_prune(convnet(), x, 0.5, importance="random")
+        structured_channel_prune(convnet(), x, 0.5, ChannelPruneSettings(importance="random"))
     with pytest.raises(ValueError, match="taylor importance needs data"):
-        structured_channel_prune(convnet(), x, 0.5, importance="taylor")
+        structured_channel_prune(convnet(), x, 0.5, ChannelPruneSettings(importance="taylor"))
     with pytest.raises(ValueError, match="lengths differ"):
-        structured_channel_prune(convnet(), x, 0.5, importance="taylor", data=(x, torch.zeros(3, dtype=torch.long)))
+        structured_channel_prune(convnet(), x, 0.5, ChannelPruneSettings(importance="taylor"),
+                                 data=(x, torch.zeros(3, dtype=torch.long)))
     with pytest.raises(ValueError, match="cannot shrink LayerNorm"):
         structured_channel_prune(convnet(norm="ln"), x, 0.5)
+    with pytest.raises(ConfigError, match="settings must be a ChannelPruneSettings, got str"):
+        structured_channel_prune(convnet(), x, 0.5, "taylor")

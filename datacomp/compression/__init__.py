@@ -4,7 +4,8 @@
   teacher with a small set, each stage saved, measured and costed; settings in :class:`CompressConfig`.
 - :func:`train_teacher` (:mod:`~datacomp.compression.train`): a teacher trained on the full training split.
 - :mod:`~datacomp.compression.losses`: Hinton KD (``alpha * T^2 * KL + (1 - alpha) * CE``, batch mean), FitNets hints.
-- :mod:`~datacomp.compression.kd`: :class:`KDConfig` and :func:`train_student` (KD / fine-tuning on a small set).
+- :mod:`~datacomp.compression.kd`: :class:`KDSettings` / :class:`KDConfig` and :func:`train_student` (KD /
+  fine-tuning on a small set).
 - :mod:`~datacomp.compression.relabel`: teacher soft labels for a small set.
 - :mod:`~datacomp.compression.prune`: global unstructured magnitude pruning and structured channel pruning
   (torch-pruning; magnitude or Taylor importance from the small set).
@@ -17,11 +18,11 @@
 
 from .api import DEFAULT_CONFIG, CompressResult, compress, upgrade_compress_record
 from .config import CompressConfig
-from .kd import KDConfig, train_student
+from .kd import KDConfig, KDSettings, train_student
 from .losses import FeatureHint, KDLoss, cross_entropy, kd_loss
 from .measure import count_macs, count_parameters, measure_latency, model_report
 from .modelio import load_model, model_digest, save_model
-from .prune import global_magnitude_prune, structured_channel_prune
+from .prune import ChannelPruneSettings, global_magnitude_prune, structured_channel_prune
 from .quantize import QUANT_SUPPORT, QuantizationUnavailable, calibration_images, quantize_int8
 from .relabel import relabel, teacher_soft_labels
 from .smallset import resolve_small_set
@@ -43,11 +44,13 @@ __all__ = [
     "KDLoss",
     "FeatureHint",
     "KDConfig",
+    "KDSettings",
     "relabel",
     "teacher_soft_labels",
     "train_student",
     "global_magnitude_prune",
     "structured_channel_prune",
+    "ChannelPruneSettings",
     "QUANT_SUPPORT",
     "QuantizationUnavailable",
     "calibration_images",

@@ -11,24 +11,20 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
-from datacomp.runtime import resolve_device
 from datacomp.compression.checks import check_model_args, check_teacher, load_teacher
 from datacomp.compression.config import LEGACY_AUGMENT, CompressConfig
+from datacomp.compression.rundir import check_config, open_run, run_folder
 from datacomp.compression.smallset import resolve_small_set, small_set_info, small_set_ledger, small_set_tensors
 from datacomp.compression.stages import Bench, RunContext, SmallData, StageResult, prune_stage, quantize_stage, train_stage
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.errors import ConfigError
-from datacomp.io import RunDir
 from datacomp.record import RunRecord
 from datacomp.synset import SyntheticSet
 
@@ -64,17 +60,10 @@ class CompressResult:
         raise KeyError(f"no stage {name!r} in this run; stages: {[s.stage for s in self.stages]}")
 
 
-def compress(
-    teacher: nn.Module | str | os.PathLike,
-    small: SyntheticSet | str | os.PathLike,
-    dataset: ImageDataset | str | None = None,
-    config: CompressConfig | None = None,
-    *,
-    out: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    device: str = "auto",
-    quiet: bool = False,
-) -> CompressResult:
+def compress(teacher: nn.Module | str | os.PathLike, small: SyntheticSet | str | os.PathLike,
+             dataset: ImageDataset | str | None = None, config: CompressConfig | None = None, *,
+             out: str | os.PathLike | None = None, overwrite: bool = False, device: str = "auto",
+             quiet: bool = False) -> CompressResult:
     """Compress ``teacher`` with the small set ``small``: the stages of ``config``, each saved and measured.
 
     Args:
@@ -96,12 +85,8 @@ def compress(
         RunDirError: ``out`` holds another run (without ``overwrite``) or is in use.
     """
     config = CompressConfig(**DEFAULT_CONFIG) if config is None else config
-    if not isinstance(config, CompressConfig):
-        raise ConfigError(f"config must be a CompressConfig, got {type(config).__name__}")
-    device = resolve_device(device)
-    run_dir = RunDir(out, overwrite=overwrite) if out is not None else None
-    if run_dir is not None:
-        run_dir.check()
+    check_config(config, CompressConfig)
+    device, run_dir = open_run(out, overwrite, device)
     source = None if isinstance(teacher, nn.Module) else str(teacher)
     spec = None
     if source is not None:
@@ -113,7 +98,7 @@ def compress(
     if config.student is not None:
         check_model_args(config.student, ds, config.student_kwargs, "--student")
     data = SmallData(x, y, small_set_info(synset, len(x)))
-    with _folder(run_dir) as folder:
+    with run_folder(run_dir, scratch=True) as folder:
         run = RunContext(ds, device, not quiet, folder, source, small_set_ledger(synset))
         result = _run(teacher.cpu().eval(), data, config, run)
         if run_dir is not None:
@@ -132,16 +117,6 @@ def _dataset(dataset: ImageDataset | str | None, spec: dict | None, source: str 
     if not isinstance(dataset, str):
         raise ConfigError(f"dataset must be an ImageDataset or a dataset name, got {type(dataset).__name__}")
     return load_dataset(dataset)
-
-
-@contextmanager
-def _folder(run_dir: RunDir | None) -> Iterator[Path]:
-    if run_dir is None:
-        with tempfile.TemporaryDirectory(prefix="datacomp-compress-") as scratch:
-            yield Path(scratch)
-        return
-    with run_dir:
-        yield run_dir.path
 
 
 def _run(teacher: nn.Module, small: SmallData, config: CompressConfig, run: RunContext) -> CompressResult:

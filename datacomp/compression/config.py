@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datacomp.augment import check_augment
-from datacomp.compression.kd import KDConfig
+from datacomp.compression.kd import KDConfig, KDSettings
 from datacomp.compression.prune import IMPORTANCES, check_ratio
 from datacomp.compression.quantize import CALIBRATION_SOURCES
 from datacomp.errors import ConfigError
@@ -27,7 +27,23 @@ LEGACY_AUGMENT = {"diffaug": "color_crop_cutout"}
 
 
 @dataclass
-class CompressConfig:
+class _StageChoice:
+    """The fields of :class:`CompressConfig` that come before the training settings (pruning, the training stage
+    and its student). A base class of its own so that the fields keep the order ``run.json`` has always recorded:
+    these, then :class:`~datacomp.compression.kd.KDSettings`, then the rest."""
+
+    prune: float | None = None
+    structured: bool = False
+    importance: str = "magnitude"
+    global_pruning: bool = False
+    kd: bool = False
+    finetune: bool = False
+    student: str | None = None
+    student_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class CompressConfig(KDSettings, _StageChoice):
     """Which stages run and how.
 
     Attributes:
@@ -39,14 +55,9 @@ class CompressConfig:
         finetune: Recover on the small set with plain cross-entropy (no teacher); exclusive with ``kd``.
         student: Registered model name of a fresh student to distil into (instead of pruning the teacher).
         student_kwargs: Constructor options of the student (e.g. ``{"width": 32}``).
-        epochs: KD / fine-tuning epochs over the small set.
-        batch_size: Mini-batch size.
-        lr: SGD learning rate (cosine-annealed).
-        momentum: SGD momentum.
-        weight_decay: SGD weight decay.
-        temperature: KD temperature.
-        alpha: KD weight (``1 - alpha`` on hard-label CE), see :func:`datacomp.compression.losses.kd_loss`.
-        hint_weight: FitNets feature-hint weight (``kd`` only; 0 = off).
+        epochs, batch_size, lr, momentum, weight_decay, temperature, alpha, hint_weight: The training stage's
+            settings (:class:`~datacomp.compression.kd.KDSettings`); ``finetune`` ignores ``alpha`` (plain CE),
+            ``hint_weight`` needs ``kd``.
         augment: Augmentation of the training stage, a :mod:`datacomp.augment` pipeline: ``none``, ``dsa``
             (per-sample DSA), ``color_crop_cutout`` (DiffAug colour + crop + cutout, called ``diffaug`` by datacomp
             0.1.0) or ``color_crop_flip_scale_rotate``.
@@ -59,22 +70,6 @@ class CompressConfig:
         seed: Seed of everything random here (and of a ``random:IPC`` small set without its own seed).
     """
 
-    prune: float | None = None
-    structured: bool = False
-    importance: str = "magnitude"
-    global_pruning: bool = False
-    kd: bool = False
-    finetune: bool = False
-    student: str | None = None
-    student_kwargs: dict = field(default_factory=dict)
-    epochs: int = 300
-    batch_size: int = 256
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    temperature: float = 4.0
-    alpha: float = 0.9
-    hint_weight: float = 0.0
     augment: str = "none"
     quantize: str | None = None
     calibration: str = "small"
@@ -164,11 +159,8 @@ class CompressConfig:
 
     def kd_config(self) -> KDConfig:
         """The training stage's settings (``alpha`` is 0 for ``finetune``)."""
-        return KDConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-            weight_decay=self.weight_decay, temperature=self.temperature, alpha=self.alpha if self.kd else 0.0,
-            hint_weight=self.hint_weight, seed=self.seed,
-        )
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(KDConfig)}
+        return KDConfig(**{**values, "alpha": self.alpha if self.kd else 0.0})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -20,12 +20,13 @@ from datacomp.cost import CostLedger
 from datacomp.errors import ConfigError, DataError
 from datacomp.training import fit
 
-__all__ = ["KDConfig", "train_student", "num_outputs"]
+__all__ = ["KDSettings", "KDConfig", "train_student", "num_outputs"]
 
 
 @dataclass
-class KDConfig:
-    """Recovery / distillation training on a small set.
+class KDSettings:
+    """How the student is trained on a small set: the fields :class:`KDConfig` and
+    :class:`~datacomp.compression.config.CompressConfig` share (declared once, here).
 
     Attributes:
         epochs: Passes over the small set.
@@ -36,7 +37,6 @@ class KDConfig:
         temperature: KD temperature.
         alpha: Weight of the KD term (``1 - alpha`` on hard-label CE); ignored without a teacher.
         hint_weight: Weight of the FitNets feature hint (0 disables it).
-        seed: Seed of the batch order.
     """
 
     epochs: int = 300
@@ -47,6 +47,13 @@ class KDConfig:
     temperature: float = 4.0
     alpha: float = 0.9
     hint_weight: float = 0.0
+
+
+@dataclass
+class KDConfig(KDSettings):
+    """Recovery / distillation training on a small set: the :class:`KDSettings` fields plus ``seed``, the seed of the
+    batch order."""
+
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -172,8 +179,7 @@ class _KDStep:
 
 def train_student(
     student: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor | None,
+    data: tuple[torch.Tensor, torch.Tensor | None],
     *,
     teacher: nn.Module | None = None,
     config: KDConfig | None = None,
@@ -187,9 +193,9 @@ def train_student(
     Teacher and student see the same augmented batch each step (consistent function matching).
 
     Args:
-        student: Model to train (in place), on the device of ``x``.
-        x: Normalised images ``[N, C, H, W]``.
-        y: Integer labels ``[N]`` or soft labels ``[N, K]``; may be None only with a teacher and ``alpha == 1``.
+        student: Model to train (in place), on the device of the images.
+        data: ``(x, y)``: normalised images ``[N, C, H, W]`` and integer labels ``[N]`` or soft labels ``[N, K]``
+            (``y`` may be None only with a teacher and ``alpha == 1``).
         teacher: Optional frozen teacher over the same classes.
         config: Hyper-parameters and the batch-order seed (:class:`KDConfig`).
         augment: Optional ``augment(batch) -> batch`` applied to each mini-batch.
@@ -204,6 +210,7 @@ def train_student(
         TrainingDiverged: The loss became NaN or infinite (lower ``lr``).
     """
     config = config or KDConfig()
+    x, y = data
     use_kd = _check_inputs(student, x, y, teacher, config)
     hint = FeatureHint(int(student.feature_dim), int(teacher.feature_dim)).to(x.device) \
         if config.hint_weight > 0 else None

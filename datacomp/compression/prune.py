@@ -15,6 +15,7 @@ Structured pruning conventions:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -33,6 +34,7 @@ __all__ = [
     "check_ratio",
     "global_magnitude_prune",
     "structured_channel_prune",
+    "ChannelPruneSettings",
     "sparsity",
     "output_layers",
 ]
@@ -143,17 +145,32 @@ def _check_supported(model: nn.Module) -> None:
             )
 
 
+@dataclass
+class ChannelPruneSettings:
+    """How :func:`structured_channel_prune` ranks and removes channels.
+
+    Attributes:
+        importance: ``"magnitude"`` or ``"taylor"`` (needs ``data``).
+        global_pruning: Rank channels across layers (non-uniform widths) instead of per layer.
+        batch_size: Batch size for the Taylor gradient pass.
+        max_batches: At most this many batches are used for Taylor importance.
+        ignored_layers: Extra layers to leave untouched (the classifier is always kept).
+    """
+
+    importance: str = "magnitude"
+    global_pruning: bool = False
+    batch_size: int = 128
+    max_batches: int = 8
+    ignored_layers: Sequence[nn.Module] = ()
+
+
 def structured_channel_prune(
     model: nn.Module,
     example_inputs: torch.Tensor,
     ratio: float,
+    settings: ChannelPruneSettings | None = None,
     *,
-    importance: str = "magnitude",
     data: tuple[torch.Tensor, torch.Tensor] | None = None,
-    batch_size: int = 128,
-    max_batches: int = 8,
-    global_pruning: bool = False,
-    ignored_layers: Sequence[nn.Module] = (),
     ledger: CostLedger | None = None,
     phase: str = "prune",
 ) -> dict:
@@ -163,12 +180,9 @@ def structured_channel_prune(
         model: Model to prune in place (CPU or GPU; example inputs on the same device).
         example_inputs: A small normalised batch used to trace the dependency graph.
         ratio: Channel fraction to remove, in (0, 1).
-        importance: ``"magnitude"`` or ``"taylor"`` (needs ``data``).
+        settings: Importance, global ranking, Taylor batches and ignored layers (:class:`ChannelPruneSettings`;
+            default: its defaults, magnitude importance per layer).
         data: ``(x_normalised, labels)`` batches for Taylor importance (labels may be soft ``[N, K]``).
-        batch_size: Batch size for the Taylor gradient pass.
-        max_batches: At most this many batches are used for Taylor importance.
-        global_pruning: Rank channels across layers (non-uniform widths) instead of per layer.
-        ignored_layers: Extra layers to leave untouched (the classifier is always kept).
         ledger: Optional cost ledger (phase ``phase``; FLOPs of the Taylor passes are counted).
         phase: Ledger phase name.
 
@@ -177,6 +191,11 @@ def structured_channel_prune(
         "channels": {layer: [before, after]}, "taylor_batches"}``.
     """
     ratio = check_ratio(ratio)
+    settings = settings if settings is not None else ChannelPruneSettings()
+    if not isinstance(settings, ChannelPruneSettings):
+        raise ConfigError(f"settings must be a ChannelPruneSettings, got {type(settings).__name__}")
+    importance, global_pruning = settings.importance, settings.global_pruning
+    batch_size, max_batches = settings.batch_size, settings.max_batches
     if importance not in IMPORTANCES:
         raise ConfigError(f"importance must be one of {IMPORTANCES}, got '{importance}'")
     if importance == "taylor":
@@ -189,7 +208,7 @@ def structured_channel_prune(
     _check_supported(model)
     was_training = model.training
     model.eval()  # trace and score without touching BatchNorm running statistics
-    ignored = list(output_layers(model, example_inputs)) + list(ignored_layers)
+    ignored = list(output_layers(model, example_inputs)) + list(settings.ignored_layers)
     params_before = count_parameters(model)
     macs_before = count_macs(model, example_inputs[:1])
     widths_before = {n: _width(m) for n, m in model.named_modules() if _width(m) is not None}

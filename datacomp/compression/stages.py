@@ -20,7 +20,7 @@ from datacomp.compression.config import CompressConfig
 from datacomp.compression.kd import train_student
 from datacomp.compression.measure import model_report
 from datacomp.compression.modelio import model_digest, save_model
-from datacomp.compression.prune import global_magnitude_prune, structured_channel_prune
+from datacomp.compression.prune import ChannelPruneSettings, global_magnitude_prune, structured_channel_prune
 from datacomp.compression.quantize import QUANT_SUPPORT, QuantizationUnavailable, calibration_images, quantize_int8
 from datacomp.cost import CostLedger
 from datacomp.models import create_model
@@ -126,10 +126,9 @@ def prune_stage(model: nn.Module, small: SmallData, config: CompressConfig) -> t
     """Prune ``model`` in place (structured channels or global unstructured magnitude)."""
     ledger = CostLedger()
     if config.structured:
-        details = structured_channel_prune(
-            model, small.x[:2], config.prune, importance=config.importance, data=(small.x, small.y),
-            global_pruning=config.global_pruning, ledger=ledger,
-        )
+        settings = ChannelPruneSettings(importance=config.importance, global_pruning=config.global_pruning)
+        details = structured_channel_prune(model, small.x[:2], config.prune, settings, data=(small.x, small.y),
+                                           ledger=ledger)
     else:
         with ledger.phase("prune", flops=None):
             details = global_magnitude_prune(model, config.prune)
@@ -149,7 +148,7 @@ def train_stage(current: nn.Module, teacher: nn.Module, small: SmallData, config
     teacher_dev = copy.deepcopy(teacher).to(device) if config.kd else None
     augment = make_augment(config.augment, dataset=dataset.name, generator=config.seed)
     details = train_student(
-        current, small.x.to(device), small.y.to(device), teacher=teacher_dev, config=config.kd_config(),
+        current, (small.x.to(device), small.y.to(device)), teacher=teacher_dev, config=config.kd_config(),
         augment=augment, ledger=ledger, phase=small.phase, progress=run.progress,
     )
     details["student"] = current.spec if config.student is not None else "pruned teacher"

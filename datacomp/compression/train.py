@@ -6,7 +6,6 @@ and ``run.json`` (a :class:`~datacomp.record.RunRecord` of kind ``train``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,14 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from datacomp.runtime import resolve_device
 from datacomp.compression.checks import build_model, check_model_args
 from datacomp.compression.modelio import model_digest, save_model
+from datacomp.compression.rundir import check_config, open_run, run_folder
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.errors import ConfigError
 from datacomp.evaluation import EvalResult, get_protocol, train_classifier
-from datacomp.io import RunDir
 from datacomp.record import RunRecord
 
 __all__ = ["TrainConfig", "TrainResult", "train_teacher"]
@@ -80,15 +78,9 @@ class TrainResult:
     model_file: Path | None = None
 
 
-def train_teacher(
-    dataset: ImageDataset | str,
-    config: TrainConfig | None = None,
-    *,
-    out: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    device: str = "auto",
-    quiet: bool = False,
-) -> TrainResult:
+def train_teacher(dataset: ImageDataset | str, config: TrainConfig | None = None, *,
+                  out: str | os.PathLike | None = None, overwrite: bool = False, device: str = "auto",
+                  quiet: bool = False) -> TrainResult:
     """Train ``config.model`` on the full training split of ``dataset`` and test it on the real test split.
 
     Args:
@@ -104,24 +96,20 @@ def train_teacher(
         RunDirError: ``out`` holds another run (without ``overwrite``) or is in use.
     """
     config = config or TrainConfig()
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
-    device = resolve_device(device)
-    run_dir = RunDir(out, overwrite=overwrite) if out is not None else None
-    if run_dir is not None:
-        run_dir.check()
+    check_config(config, TrainConfig)
+    device, run_dir = open_run(out, overwrite, device)
     ds = dataset if isinstance(dataset, ImageDataset) else load_dataset(dataset)
     protocol = config.get_protocol()
     check_model_args(config.model, ds, config.model_kwargs)
-    with run_dir if run_dir is not None else contextlib.nullcontext():
+    with run_folder(run_dir) as folder:
         trained = _train(ds, protocol, config, device, quiet)
-        if run_dir is not None:
-            trained.model_file = save_model(trained.model, run_dir.path / "model.safetensors", dataset=ds.info(),
+        if folder is not None:
+            trained.model_file = save_model(trained.model, folder / "model.safetensors", dataset=ds.info(),
                                             metadata={"kind": "teacher", "config": trained.record.config,
                                                       "seed": config.seed, "versions": trained.record.versions,
                                                       "test_accuracy": trained.accuracy,
                                                       "cost": trained.record.cost})
-            trained.record.write(run_dir.path)
+            trained.record.write(folder)
     return trained
 
 
