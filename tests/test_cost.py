@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from datacomp.cost import CostLedger, PhaseRecord, load_json
+from datacomp.cost import CostEntry, CostLedger, PhaseRecord, load_json
 
 
 def _mlp() -> nn.Module:
@@ -178,18 +178,21 @@ def test_phase_records_even_when_the_body_raises():
 
 def test_estimated_phase_via_add():
     ledger = CostLedger()
-    ledger.add("sae-training", seconds=3600.0, flops_forward=1e15, flops_backward=2e15, one_off=True,
+    ledger.add("sae-training", CostEntry(seconds=3600.0, flops_forward=1e15, flops_backward=2e15), one_off=True,
                note="public SAE, cost from its model card")
     record = ledger["sae-training"]
     assert record.estimated and record.one_off and record.flops == 3e15 and record.flops_mode == "estimated"
     assert ledger.total(include_one_off=False).seconds == 0.0
+    ledger.add("measured-elsewhere", CostEntry(seconds=2.0, energy_joules=5.0, device="cpu"), estimated=False)
+    other = ledger["measured-elsewhere"]
+    assert (other.energy_joules, other.energy_mode, other.device, other.estimated) == (5.0, "recorded", "cpu", False)
 
 
 def test_total_over_selected_phases():
     ledger = CostLedger()
-    ledger.add("a", seconds=1.0, flops_forward=10.0, flops_backward=20.0)
-    ledger.add("b", seconds=2.0)
-    ledger.add("c", seconds=4.0, flops_forward=1.0, flops_backward=0.0, one_off=True)
+    ledger.add("a", CostEntry(seconds=1.0, flops_forward=10.0, flops_backward=20.0))
+    ledger.add("b", CostEntry(seconds=2.0))
+    ledger.add("c", CostEntry(seconds=4.0, flops_forward=1.0, flops_backward=0.0), one_off=True)
     assert ledger.total().seconds == 7.0 and ledger.total().flops == 31.0
     assert not ledger.total().flops_complete  # phase b has no FLOPs
     sub = ledger.total(["a", "c"])
@@ -199,9 +202,9 @@ def test_total_over_selected_phases():
 
 def test_merge_accumulates_and_keeps_sources_unchanged():
     a, b = CostLedger(), CostLedger()
-    a.add("selection", seconds=1.0, flops_forward=5.0, flops_backward=0.0)
-    b.add("selection", seconds=2.0, flops_forward=7.0, flops_backward=1.0)
-    b.add("train-on-subset", seconds=3.0, flops_forward=1.0, flops_backward=2.0)
+    a.add("selection", CostEntry(seconds=1.0, flops_forward=5.0, flops_backward=0.0))
+    b.add("selection", CostEntry(seconds=2.0, flops_forward=7.0, flops_backward=1.0))
+    b.add("train-on-subset", CostEntry(seconds=3.0, flops_forward=1.0, flops_backward=2.0))
     assert a.merge(b) is a
     assert a["selection"].seconds == 3.0 and a["selection"].flops == 13.0 and a["selection"].calls == 2
     assert a.names() == ["selection", "train-on-subset"] and b["selection"].calls == 1
@@ -209,7 +212,7 @@ def test_merge_accumulates_and_keeps_sources_unchanged():
 
 def test_one_off_conflict_is_rejected():
     ledger = CostLedger()
-    ledger.add("sae-training", seconds=1.0, one_off=True)
+    ledger.add("sae-training", CostEntry(seconds=1.0), one_off=True)
     with pytest.raises(ValueError, match="one_off"):
         ledger.phase("sae-training")
 
@@ -255,7 +258,8 @@ def _sample_ledger() -> CostLedger:
             with ph.step():
                 _train_step(_mlp(), torch.randn(2, 12))
         ph.extra["k"] = [1, 2]
-    ledger.add("sae-training", seconds=5.0, flops_forward=1e12, flops_backward=None, one_off=True, note="est")
+    ledger.add("sae-training", CostEntry(seconds=5.0, flops_forward=1e12, flops_backward=None), one_off=True,
+               note="est")
     return ledger
 
 
@@ -363,12 +367,16 @@ def test_invalid_phase_arguments(kwargs, error, match):
     ({"seconds": -1.0}, ValueError, "seconds must be a finite non-negative number"),
     ({"flops_forward": "x"}, TypeError, "flops_forward must be a non-negative number or None"),
     ({"flops_backward": float("nan")}, ValueError, "flops_backward must be a finite"),
+    ({"energy_joules": -2.0}, ValueError, "energy_joules must be a finite"),
     ({"extra": [1]}, TypeError, "extra must be a dict or None"),
     ({"note": 5}, TypeError, "note must be a str or None"),
+    ({"cost": {"seconds": 1.0}}, TypeError, "cost must be a CostEntry, got dict"),
 ])
 def test_invalid_add_arguments(kwargs, error, match):
+    amounts = {k: kwargs.pop(k) for k in ("seconds", "flops_forward", "flops_backward", "energy_joules")
+               if k in kwargs}
     with pytest.raises(error, match=match):
-        CostLedger().add("p", **kwargs)
+        CostLedger().add("p", kwargs.pop("cost", None) or CostEntry(**amounts), **kwargs)
 
 
 def test_misused_steps_and_handles():
@@ -395,18 +403,18 @@ from datacomp.cost import break_even_reuses, cost_ratio, cost_report, selection_
 def _hand_ledger(**sub_extra) -> CostLedger:
     """Selection 30 FLOPs / 3 s (+ one-off SAE 1000 FLOPs / 100 s), subset training 2 runs of 10 FLOPs / 1 s."""
     ledger = CostLedger()
-    ledger.add("sae-training", seconds=100.0, flops_forward=600.0, flops_backward=400.0, one_off=True)
-    ledger.add("feature-extraction", seconds=1.0, flops_forward=10.0, flops_backward=0.0, estimated=False)
-    ledger.add("selection", seconds=2.0, flops_forward=20.0, flops_backward=0.0, estimated=False)
+    ledger.add("sae-training", CostEntry(seconds=100.0, flops_forward=600.0, flops_backward=400.0), one_off=True)
+    ledger.add("feature-extraction", CostEntry(seconds=1.0, flops_forward=10.0, flops_backward=0.0), estimated=False)
+    ledger.add("selection", CostEntry(seconds=2.0, flops_forward=20.0, flops_backward=0.0), estimated=False)
     extra = {"runs": 2, "epochs": 5, "samples_seen": 2 * 5 * 100, "protocol_kind": "fixed-epoch", **sub_extra}
-    ledger.add("train-on-subset", seconds=2.0, flops_forward=10.0, flops_backward=10.0, estimated=False,
+    ledger.add("train-on-subset", CostEntry(seconds=2.0, flops_forward=10.0, flops_backward=10.0), estimated=False,
                extra=extra)
     return ledger
 
 
 def test_ratios_on_a_hand_made_ledger_with_measured_full_training():
     ledger = _hand_ledger()
-    ledger.add("train-on-full", seconds=31.0, flops_forward=100.0, flops_backward=200.0, estimated=False)
+    ledger.add("train-on-full", CostEntry(seconds=31.0, flops_forward=100.0, flops_backward=200.0), estimated=False)
     report = cost_report(ledger)
     f, s = report.units["flops"], report.units["seconds"]
     assert report.c_full_source == "measured" and report.protocol_kind == "fixed-epoch"
@@ -439,7 +447,7 @@ def test_full_training_estimated_from_per_sample_cost():
 
 def test_fixed_iteration_protocol_saves_nothing():
     ledger = _hand_ledger(protocol_kind="fixed-iteration")
-    ledger.add("train-on-full", seconds=31.0, flops_forward=100.0, flops_backward=200.0)
+    ledger.add("train-on-full", CostEntry(seconds=31.0, flops_forward=100.0, flops_backward=200.0))
     report = cost_report(ledger, full_train_size=1000)
     for unit in report.units.values():
         assert unit.savings == 0.0 and unit.r_marginal == 0.0 and unit.r_fully_loaded == 0.0
@@ -451,7 +459,7 @@ def test_fixed_iteration_protocol_saves_nothing():
 
 def test_unknown_full_cost_and_missing_phases_are_reported_not_guessed():
     ledger = CostLedger()
-    ledger.add("selection", seconds=1.0)
+    ledger.add("selection", CostEntry(seconds=1.0))
     report = cost_report(ledger)
     f = report.units["flops"]
     assert f.c_sel_marginal is None and f.c_full is None and f.r_marginal is None

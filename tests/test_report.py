@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from datacomp.cost import CostLedger
+from datacomp.cost import CostEntry, CostLedger
 from datacomp.cli.report import add_parser
 from datacomp.errors import ConfigError, FormatError, MissingInputError
 from datacomp.report import load_run, write_report
@@ -20,15 +20,15 @@ def make_run_dir(root, name, *, method, num_items, acc, std=0.01, sel_seconds=1.
     """Write a minimal valid run directory (docs/architecture.md, "Run directories"); costs are for all runs."""
     cost = CostLedger()
     if sel_flops is not None or sel_seconds:
-        cost.add("selection", seconds=sel_seconds, flops_forward=sel_flops, flops_backward=0.0 if sel_flops else None,
-                 estimated=False)
+        spent = CostEntry(seconds=sel_seconds, flops_forward=sel_flops, flops_backward=0.0 if sel_flops else None)
+        cost.add("selection", spent, estimated=False)
     if one_off_flops is not None:
-        cost.add("sae-training", seconds=50.0, flops_forward=one_off_flops, flops_backward=0.0, one_off=True)
+        cost.add("sae-training", CostEntry(seconds=50.0, flops_forward=one_off_flops, flops_backward=0.0), one_off=True)
 
     def evaluation(mean, n_items):
         ledger = CostLedger()
-        ledger.add("train-on-subset", seconds=sub_seconds, flops_forward=sub_flops / 3,
-                   flops_backward=2 * sub_flops / 3, estimated=False,
+        spent = CostEntry(seconds=sub_seconds, flops_forward=sub_flops / 3, flops_backward=2 * sub_flops / 3)
+        ledger.add("train-on-subset", spent, estimated=False,
                    extra={"runs": runs, "epochs": epochs, "samples_seen": runs * epochs * n_items,
                           "protocol_kind": protocol_kind})
         return {"protocol": "quick", "protocol_config": {}, "model": "convnet-3-in", "dataset": "digits",

@@ -32,7 +32,7 @@ What is measured (all per phase, accumulated over re-entries of the same name):
   the measurement mode it used; inclusive of nested phases. Without codecarbon the record says so.
 
 Modules: :mod:`~datacomp.cost.ledger` (:class:`CostLedger`, JSON I/O), :mod:`~datacomp.cost.records`
-(:class:`PhaseRecord`, :class:`CostTotals`), :mod:`~datacomp.cost.phase` (:class:`PhaseHandle`),
+(:class:`PhaseRecord`, :class:`CostTotals`, :class:`CostEntry`), :mod:`~datacomp.cost.phase` (:class:`PhaseHandle`),
 :mod:`~datacomp.cost.measure` (FLOP counter, memory, device, energy probes) and :mod:`~datacomp.cost.ratios`
 (C_sel, C_sub, C_full, S, R, k*, STR).
 """
@@ -60,13 +60,14 @@ from .ratios import (
     savings,
     selection_to_tuning_ratio,
 )
-from .records import ADDITIVE_EXTRA_KEYS, CostTotals, PhaseRecord  # noqa: F401
+from .records import ADDITIVE_EXTRA_KEYS, CostEntry, CostTotals, PhaseRecord  # noqa: F401
 
 __all__ = [
     "FLOPS_CONVENTION",
     "LEDGER_SCHEMA",
     "LEDGER_VERSION",
     "CostLedger",
+    "CostEntry",
     "CostTotals",
     "PhaseHandle",
     "PhaseRecord",

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator
 from ..io import json_default, read_json, write_json
 from .measure import hardware_name, resolve_device
 from .phase import PhaseHandle
-from .records import CostTotals, PhaseRecord, add_optional, check_number
+from .records import CostEntry, CostTotals, PhaseRecord, add_optional
 
 __all__ = ["FLOPS_CHOICES", "FLOPS_CONVENTION", "LEDGER_SCHEMA", "LEDGER_VERSION", "CostLedger", "load_json",
            "save_json"]
@@ -78,42 +78,37 @@ class CostLedger:
         return PhaseHandle(self, name, None if flops == "off" else flops, sample_steps, resolve_device(device),
                            energy, one_off)
 
-    def add(self, name: str, *, seconds: float = 0.0, flops_forward: float | None = None,
-            flops_backward: float | None = None, estimated: bool = True, note: str | None = None,
-            one_off: bool = False, device: Any = "", extra: dict[str, Any] | None = None,
-            energy_joules: float | None = None) -> PhaseRecord:
-        """Record a phase that was not measured here (an estimate, or a cost measured elsewhere).
+    def add(self, name: str, cost: CostEntry, *, estimated: bool = True, note: str | None = None,
+            one_off: bool = False, extra: dict[str, Any] | None = None) -> PhaseRecord:
+        """Record a phase that was not measured here (an estimate, or a cost measured elsewhere)::
+
+            ledger.add("sae-training", CostEntry(seconds=3600.0, flops_forward=1e15), one_off=True, note="model card")
 
         Args:
             name: Phase name (accumulates into an existing record).
-            seconds: Wall-clock seconds.
-            flops_forward: Forward FLOPs, or None if unknown.
-            flops_backward: Backward FLOPs, or None if unknown.
+            cost: Seconds, forward and backward FLOPs, energy and device (:class:`CostEntry`).
             estimated: True for estimates (the record says ``estimated``), False for costs measured elsewhere.
             note: Why / how it was estimated.
             one_off: Capital cost shared by many uses.
-            device: Device string, or "" if not applicable.
             extra: Free-form JSON-safe metadata.
-            energy_joules: Energy, if known.
 
         Returns:
             The accumulated record for ``name``.
         """
         name = _check_name(name)
+        if not isinstance(cost, CostEntry):
+            raise TypeError(f"cost must be a CostEntry, got {type(cost).__name__}")
         if extra is not None and not isinstance(extra, dict):
             raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
         if note is not None and not isinstance(note, str):
             raise TypeError(f"note must be a str or None, got {type(note).__name__}")
         record = PhaseRecord(
-            name=name, seconds=check_number(seconds, "seconds"),
-            flops_forward=check_number(flops_forward, "flops_forward", allow_none=True),
-            flops_backward=check_number(flops_backward, "flops_backward", allow_none=True), calls=1,
-            entries={"estimated" if estimated else "recorded": 1}, estimated=bool(estimated), one_off=one_off,
-            device=resolve_device(device) if device else "", extra=dict(extra or {}),
-            energy_joules=check_number(energy_joules, "energy_joules", allow_none=True),
-            notes=[note] if note else [])
+            name=name, seconds=cost.seconds, flops_forward=cost.flops_forward, flops_backward=cost.flops_backward,
+            calls=1, entries={"estimated" if estimated else "recorded": 1}, estimated=bool(estimated), one_off=one_off,
+            device=resolve_device(cost.device) if cost.device else "", extra=dict(extra or {}),
+            energy_joules=cost.energy_joules, notes=[note] if note else [])
         record.device_name = hardware_name(record.device) if record.device else ""
-        if energy_joules is not None:
+        if cost.energy_joules is not None:
             record.energy_mode = "estimated" if estimated else "recorded"
         return self._record(record)
 

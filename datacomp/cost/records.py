@@ -1,4 +1,5 @@
-"""Cost records: :class:`PhaseRecord` (one named phase, accumulated) and :class:`CostTotals` (a sum of phases)."""
+"""Cost records: :class:`PhaseRecord` (one named phase, accumulated), :class:`CostTotals` (a sum of phases) and
+:class:`CostEntry` (the amounts of a cost added by hand: an estimate, or a cost measured elsewhere)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ADDITIVE_EXTRA_KEYS", "CostTotals", "PhaseRecord", "add_optional", "check_number"]
+__all__ = ["ADDITIVE_EXTRA_KEYS", "CostEntry", "CostTotals", "PhaseRecord", "add_optional", "check_number"]
 
 # extra[...] keys that add up when a phase is re-entered or ledgers are merged; other keys keep the latest value.
 ADDITIVE_EXTRA_KEYS = ("runs", "samples_seen")
@@ -29,6 +30,30 @@ def check_number(value: Any, what: str, *, allow_none: bool = False) -> float | 
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{what} must be a finite non-negative number, got {value!r}")
     return float(value)
+
+
+@dataclass(frozen=True)
+class CostEntry:
+    """The amounts of one cost that no ledger phase measured (:meth:`datacomp.cost.CostLedger.add`), checked when made.
+
+    Attributes:
+        seconds: Wall-clock seconds.
+        flops_forward: Forward FLOPs, or None if unknown.
+        flops_backward: Backward FLOPs, or None if unknown.
+        energy_joules: Energy, or None if unknown.
+        device: Where the work ran (``"cpu"``, ``"cuda:0"``, a ``torch.device``), or "" if not applicable.
+    """
+
+    seconds: float = 0.0
+    flops_forward: float | None = None
+    flops_backward: float | None = None
+    energy_joules: float | None = None
+    device: Any = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seconds", check_number(self.seconds, "seconds"))
+        for name in ("flops_forward", "flops_backward", "energy_joules"):
+            object.__setattr__(self, name, check_number(getattr(self, name), name, allow_none=True))
 
 
 def add_optional(a: float | None, b: float | None) -> float | None:
