@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import datacomp
+from datacomp.evaluation import EvalSettings
 from datacomp.selectors import EvalOptions, ProxyOptions, SelectOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def test_readme_tour(tmp_path):
     small = datacomp.SyntheticSet.load(tmp_path / "ncfm2.safetensors")
     assert small.content_digest() == run.record.output_sha256
 
-    result = datacomp.evaluate(small, ds, protocol="smoke", runs=1, progress=False)
+    result = datacomp.evaluate(small, ds, protocol="smoke", runs=1, settings=EvalSettings(progress=False))
     assert 0 < result.mean <= 1 and result.baseline is not None
     assert result.improvement_over_random == pytest.approx(result.mean - result.baseline.mean)
 

@@ -9,8 +9,11 @@ from conftest import requires_cifar10
 from datacomp import training
 from datacomp.cli import build_parser, main
 from datacomp.data import load_dataset
+from datacomp.errors import ConfigError
 from datacomp.evaluation import (
     PROTOCOLS,
+    EvalSettings,
+    TrainingRun,
     evaluate_random_baseline,
     evaluate_synset,
     get_protocol,
@@ -19,6 +22,8 @@ from datacomp.evaluation import (
     random_subset,
 )
 from datacomp.synset import SyntheticSet
+
+QUIET = EvalSettings(device="cpu", progress=False)
 
 
 def test_protocols_are_documented_with_their_source():
@@ -88,7 +93,7 @@ def test_evaluation_end_to_end_on_digits_is_far_above_chance():
     ds = load_dataset("digits")
     syn = random_subset(ds, 10, seed=0)
     protocol = get_protocol("smoke", epochs=30)
-    res = evaluate_synset(syn, ds, protocol=protocol, runs=2, seed=0, progress=False)
+    res = evaluate_synset(syn, ds, protocol=protocol, runs=2, settings=QUIET)
     assert len(res.accuracies) == 2 and res.mean > 0.6  # chance is 0.1
     d = res.to_dict()
     assert d["protocol"] == protocol.name and d["num_train_images"] == 100
@@ -96,9 +101,9 @@ def test_evaluation_end_to_end_on_digits_is_far_above_chance():
     assert ph.extra["runs"] == 2 and ph.extra["samples_seen"] == 2 * 100 * 30
     assert ph.flops_forward > 0 and ph.flops_backward > 0
     # the same seed gives the same accuracies
-    again = evaluate_synset(syn, ds, protocol=protocol, runs=1, seed=0, progress=False)
+    again = evaluate_synset(syn, ds, protocol=protocol, runs=1, settings=QUIET)
     assert again.accuracies == res.accuracies[:1]
-    base = evaluate_random_baseline(ds, [5] * 10, seed=0, protocol=protocol, runs=1, progress=False)
+    base = evaluate_random_baseline(ds, [5] * 10, protocol=protocol, runs=1, settings=QUIET)
     assert improvement_over_random(res, base) == pytest.approx(res.mean - base.mean)
     assert hard_label_recovery(res, base) == pytest.approx(res.mean - base.mean)
 
@@ -106,8 +111,8 @@ def test_evaluation_end_to_end_on_digits_is_far_above_chance():
 def test_bf16_protocol_trains_as_well_as_float32_on_digits():
     ds = load_dataset("digits")
     syn = random_subset(ds, 10, seed=0)
-    fp32 = evaluate_synset(syn, ds, protocol=get_protocol("smoke"), runs=1, seed=0, progress=False)
-    bf16 = evaluate_synset(syn, ds, protocol=get_protocol("smoke", bf16=True), runs=1, seed=0, progress=False)
+    fp32 = evaluate_synset(syn, ds, protocol=get_protocol("smoke"), runs=1, settings=QUIET)
+    bf16 = evaluate_synset(syn, ds, protocol=get_protocol("smoke", bf16=True), runs=1, settings=QUIET)
     assert bf16.mean > 0.6 and abs(bf16.mean - fp32.mean) < 0.05
     assert get_protocol("quick-bf16").bf16 and not get_protocol("quick").bf16
 
@@ -130,7 +135,8 @@ def test_micro_batches_give_the_whole_batch_gradient(monkeypatch, soft, weighted
         torch.manual_seed(1)
         model = create_model("convnet-2-in", 1, 10, (8, 8))
         assert evaluate.micro_batch_size(model, torch.device("cpu")) == micro
-        evaluate.train_classifier(model, x, y, protocol, weights=weights, generator=torch.Generator().manual_seed(2))
+        evaluate.train_classifier(model, x, y, protocol, weights=weights,
+                                  run=TrainingRun(torch.Generator().manual_seed(2)))
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(params[0], params[1], rtol=1e-4, atol=1e-5)
 
@@ -149,7 +155,7 @@ def test_augmented_protocols_and_soft_labels_run(augment):
     soft = torch.nn.functional.one_hot(syn.labels, 10).float() * 0.9 + 0.01
     syn = SyntheticSet(syn.images, soft, dict(syn.metadata))
     protocol = get_protocol("smoke", epochs=3, augment=augment, cutmix_prob=0.5, select="best", eval_every=1)
-    res = evaluate_synset(syn, ds, protocol=protocol, runs=1, progress=False)
+    res = evaluate_synset(syn, ds, protocol=protocol, runs=1, settings=QUIET)
     assert 0 <= res.mean <= 1
     assert "evaluation" in res.cost  # test passes are kept out of the training cost
 
@@ -167,7 +173,7 @@ def test_evaluation_rejects_mismatches(change, match):
     if "shape" in change:
         syn = SyntheticSet(torch.rand(10, 1, 4, 4), syn.labels, dict(syn.metadata))
     with pytest.raises(ValueError, match=match):
-        evaluate_synset(syn, ds, runs=change.get("runs", 1), protocol="smoke", progress=False)
+        evaluate_synset(syn, ds, runs=change.get("runs", 1), protocol="smoke", settings=QUIET)
 
 
 def _mosaic_set(ds, ipc=3, factor=2):
@@ -289,21 +295,23 @@ def test_evaluate_scores_a_set_and_its_random_baseline():
 
     ds = load_dataset("digits")
     syn = _mosaic_set(ds, ipc=2, factor=2)
-    res = datacomp.evaluate(syn, ds, protocol="smoke", runs=1, seed=3, device="cpu", progress=False)
-    same = evaluate_synset(syn, ds, protocol="smoke", runs=1, seed=3, progress=False)
-    base = evaluate_random_baseline(ds, baseline_counts(syn), seed=3, protocol="smoke", runs=1, progress=False)
+    seeded = EvalSettings(seed=3, device="cpu", progress=False)
+    res = datacomp.evaluate(syn, ds, protocol="smoke", runs=1, settings=seeded)
+    same = evaluate_synset(syn, ds, protocol="smoke", runs=1, settings=seeded)
+    base = evaluate_random_baseline(ds, baseline_counts(syn), protocol="smoke", runs=1, settings=seeded)
     assert res.accuracies == same.accuracies and res.baseline.accuracies == base.accuracies
     assert res.baseline.num_train_images == 20 and res.num_train_images == 80
     assert res.improvement_over_random == pytest.approx(improvement_over_random(same, base))
     doc = res.to_dict()
     assert doc["baseline"]["num_train_images"] == 20 and "improvement_over_random" in doc
     assert type(res).from_dict(doc).baseline.accuracies == base.accuracies
-    assert datacomp.evaluate(syn, ds, protocol="smoke", runs=1, baseline=False, progress=False).baseline is None
+    assert datacomp.evaluate(syn, ds, protocol="smoke", runs=1, baseline=False, settings=QUIET).baseline is None
 
 
 @pytest.mark.parametrize(
     "kwargs, error, match",
-    [(dict(device="cuda:7"), "DeviceError", "device cuda:7"), (dict(synset=3), "ConfigError", "synset must be"),
+    [(dict(device="cuda:7"), "DeviceError", "device cuda:7"), (dict(seed=-1), "ConfigError", "seed must be"),
+     (dict(synset=3), "ConfigError", "synset must be"), (dict(runs=0), "ConfigError", "runs must be >= 1"),
      (dict(synset="/no/such.safetensors"), "FileNotFoundError", "no SyntheticSet at"),
      (dict(protocol="fastest"), "ConfigError", "unknown protocol 'fastest'")],
 )
@@ -314,8 +322,9 @@ def test_evaluate_rejects_bad_arguments_before_training(kwargs, error, match):
     ds = load_dataset("digits")
     syn = kwargs.pop("synset", random_subset(ds, 1))
     cls = getattr(errors, error, None) or getattr(__builtins__, error, None) or FileNotFoundError
+    settings = {k: kwargs.pop(k) for k in ("device", "seed") if k in kwargs}
     with pytest.raises(cls, match=match):
-        datacomp.evaluate(syn, ds, progress=False, **kwargs)
+        datacomp.evaluate(syn, ds, settings=EvalSettings(**settings, progress=False), **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -335,5 +344,5 @@ def test_cli_errors_are_clear(argv, match, capsys, tmp_path, monkeypatch):
 def test_cifar10_random_subset_quick_eval_beats_chance(tmp_path):
     ds = load_dataset("cifar10")
     syn = random_subset(ds, 10, seed=0)
-    res = evaluate_synset(syn, ds, protocol=get_protocol("quick", epochs=30), runs=1, progress=False)
+    res = evaluate_synset(syn, ds, protocol=get_protocol("quick", epochs=30), runs=1, settings=QUIET)
     assert res.mean > 0.15  # chance 0.10; the full 300-epoch quick protocol gives ~25-28%

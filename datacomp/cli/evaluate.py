@@ -11,7 +11,7 @@ from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.errors import ConfigError
 from datacomp.evaluation import (
-    EvalResult, Protocol, baseline_counts, evaluate_random_baseline, evaluate_synset, get_protocol,
+    EvalResult, EvalSettings, Protocol, baseline_counts, evaluate_random_baseline, evaluate_synset, get_protocol,
 )
 from datacomp.io import RunDir, write_json
 from datacomp.models import create_model
@@ -76,13 +76,12 @@ def run(args: argparse.Namespace) -> int:
         create_model(model, ds.in_channels, ds.num_classes, ds.image_size)
     run_dir = RunDir(args.out, overwrite=args.overwrite) if args.out else contextlib.nullcontext()
     with run_dir:
-        kwargs = dict(protocol=protocol, runs=args.runs, device=device, progress=not args.quiet)
+        kwargs = dict(protocol=protocol, runs=args.runs, settings=EvalSettings(args.seed, device, not args.quiet))
         results, baselines = {}, {}
         for model in args.model:
-            results[model] = evaluate_synset(synset, ds, model=model, seed=args.seed, **kwargs)
+            results[model] = evaluate_synset(synset, ds, model=model, **kwargs)
             if args.baseline:
-                baselines[model] = evaluate_random_baseline(ds, baseline_counts(synset), seed=args.seed, model=model,
-                                                            **kwargs)
+                baselines[model] = evaluate_random_baseline(ds, baseline_counts(synset), model=model, **kwargs)
         print(f"{args.path}: {len(synset)} images ({synset.metadata.get('method')}) evaluated on {ds.name} test split "
               f"({len(ds.test_y)} images)")
         _table(protocol, results, baselines)

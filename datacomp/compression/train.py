@@ -20,7 +20,7 @@ from datacomp.compression.rundir import check_config, open_run, run_folder
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.errors import ConfigError
-from datacomp.evaluation import EvalResult, get_protocol, train_classifier
+from datacomp.evaluation import EvalResult, TrainingRun, get_protocol, train_classifier
 from datacomp.record import RunRecord
 
 __all__ = ["TrainConfig", "TrainResult", "train_teacher"]
@@ -119,9 +119,8 @@ def _train(ds: ImageDataset, protocol: Any, config: TrainConfig, device: str, qu
     ledger = CostLedger()
     x, y = ds.normalize(ds.train_x), ds.train_y
     test = (ds.normalize(ds.test_x), ds.test_y)
-    result = train_classifier(model, x, y, protocol, test=test, dataset_name=ds.name, ledger=ledger,
-                              generator=torch.Generator().manual_seed(10_000 + config.seed), phase="train-on-full",
-                              progress=not quiet)
+    run = TrainingRun(torch.Generator().manual_seed(10_000 + config.seed), ledger, "train-on-full", not quiet)
+    result = train_classifier(model, x, y, protocol, test=test, dataset_name=ds.name, run=run)
     model = model.cpu().eval()
     evaluation = EvalResult(protocol, model.spec["name"], ds.name, [result["accuracy"]], len(x), ledger)
     run_config = {"dataset": ds.name, "model": config.model, "model_kwargs": config.model_kwargs,

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset
-from datacomp.evaluation import EvalResult, baseline_counts, evaluate_random_baseline, evaluate_synset
+from datacomp.evaluation import EvalResult, EvalSettings, evaluate
 from datacomp.io import atomic_write, write_json
 from datacomp.record import RunRecord
 from datacomp.synset import SyntheticSet, base_metadata
@@ -113,10 +113,8 @@ def evaluate_run(synset: SyntheticSet, ds: ImageDataset, seed: int, spec: EvalSp
     """Evaluate the set and (``with_baseline``) the random real baseline of the same stored size."""
     if not spec.runs:
         return None, None
-    kwargs = dict(model=spec.model, protocol=spec.protocol, runs=spec.runs, device=spec.device,
-                  progress=spec.progress)
-    result = evaluate_synset(synset, ds, seed=seed, **kwargs)
-    reference = None
-    if with_baseline and spec.baseline:
-        reference = evaluate_random_baseline(ds, baseline_counts(synset), seed=seed, **kwargs)
+    settings = EvalSettings(seed=seed, device=spec.device, progress=spec.progress)
+    result = evaluate(synset, ds, model=spec.model, protocol=spec.protocol, runs=spec.runs,
+                      baseline=with_baseline and spec.baseline, settings=settings)
+    reference, result.baseline = result.baseline, None  # run.json keeps the baseline beside the evaluation
     return result, reference

@@ -6,7 +6,8 @@ per class, hard-label recovery against full-data training) are computed with the
 
 Modules:
   * :mod:`~datacomp.evaluation.protocols`: ``Protocol``, ``PROTOCOLS``, ``get_protocol``;
-  * :mod:`~datacomp.evaluation.classifier`: ``train_classifier`` (one fresh model on one set);
+  * :mod:`~datacomp.evaluation.settings`: ``EvalSettings`` (seed, device, progress of an evaluation's runs);
+  * :mod:`~datacomp.evaluation.classifier`: ``train_classifier`` (one fresh model on one set), ``TrainingRun``;
   * :mod:`~datacomp.evaluation.results`: ``EvalResult``;
   * :mod:`~datacomp.evaluation.sets`: ``evaluate_synset``, ``evaluate_models``;
   * :mod:`~datacomp.evaluation.baselines`: the random-baseline rule (``baseline_counts``, ``random_subset``,
@@ -27,9 +28,10 @@ from .baselines import (
     random_baseline_set,
     random_subset,
 )
-from .classifier import train_classifier
+from .classifier import TrainingRun, train_classifier
 from .protocols import PROTOCOLS, Protocol, get_protocol
 from .results import EvalResult
+from .settings import EvalSettings
 from .sets import evaluate_models, evaluate_synset
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "PROTOCOLS",
     "get_protocol",
     "EvalResult",
+    "EvalSettings",
+    "TrainingRun",
     "train_classifier",
     "test_accuracy",
     "evaluate",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
-from ..runtime import resolve_device
 from ..data import ImageDataset
 from ..errors import ConfigError
 from ..synset import SyntheticSet
 from .baselines import baseline_counts, evaluate_random_baseline
 from .protocols import Protocol, get_protocol
 from .results import EvalResult
+from .settings import EvalSettings
 from .sets import evaluate_synset, resolve_dataset
 
 __all__ = ["evaluate"]
@@ -23,10 +23,8 @@ def evaluate(
     model: str = "convnet-3-in",
     protocol: Protocol | str = "quick",
     runs: int = 3,
-    seed: int = 0,
-    device: str = "auto",
     baseline: bool = True,
-    progress: bool = True,
+    settings: EvalSettings | None = None,
 ) -> EvalResult:
     """Train ``runs`` fresh ``model``s on a small set, test them on the real test split, and (``baseline=True``)
     do the same for its random real baseline.
@@ -37,13 +35,12 @@ def evaluate(
             :func:`~datacomp.load_dataset`); default: the dataset named in the set's metadata.
         model: Registered model name (:func:`~datacomp.list_models`).
         protocol: A :data:`~datacomp.PROTOCOLS` name or a :class:`Protocol` (``get_protocol("ncfm", epochs=500)``).
-        runs: Fresh models per set; run ``r`` is seeded with ``seed + r``.
-        seed: Base seed of the training runs and of the baseline's draw.
-        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        runs: Fresh models per set; run ``r`` is seeded with ``settings.seed + r``.
         baseline: Also evaluate the random real baseline (same stored images per class, same model, protocol, runs
             and seeds; see :mod:`datacomp.evaluation.baselines`); it lands in ``result.baseline`` and
             ``result.improvement_over_random``.
-        progress: Show progress bars.
+        settings: Base seed of the training runs and of the baseline's draw, device (default ``auto``: CUDA when
+            available, else CPU) and progress bars: ``EvalSettings(seed=1, device="cpu", progress=False)``.
 
     Returns:
         An :class:`EvalResult` (per-run accuracies, mean, std, cost ledger, and the baseline when asked).
@@ -62,10 +59,9 @@ def evaluate(
         if not dataset:
             raise ConfigError("dataset: the set's metadata names no dataset; pass dataset=")
     protocol = get_protocol(protocol)
-    device = resolve_device(device, option="device")
+    settings = settings if settings is not None else EvalSettings()
     ds = resolve_dataset(dataset)
-    kwargs = dict(model=model, protocol=protocol, runs=runs, device=device, progress=progress)
-    result = evaluate_synset(synset, ds, seed=seed, **kwargs)
+    result = evaluate_synset(synset, ds, model, protocol, runs, settings)
     if baseline:
-        result.baseline = evaluate_random_baseline(ds, baseline_counts(synset), seed=seed, **kwargs)
+        result.baseline = evaluate_random_baseline(ds, baseline_counts(synset), model, protocol, runs, settings)
     return result

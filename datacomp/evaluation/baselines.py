@@ -20,7 +20,7 @@ selection) stays empty in the baseline.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..synset import SyntheticSet, base_metadata
 from .protocols import Protocol, get_protocol
 from .results import EvalResult
+from .settings import EvalSettings
 from .sets import evaluate_synset, resolve_dataset, train_runs
 
 __all__ = [
@@ -97,28 +98,31 @@ def random_baseline_set(dataset: ImageDataset, per_class: int | Sequence[int], s
 
 
 def evaluate_random_baseline(
-    dataset: ImageDataset | str, per_class: Sequence[int] | int, seed: int = 0, **eval_kwargs: Any
+    dataset: ImageDataset | str, per_class: Sequence[int] | int, model: str = "convnet-3-in",
+    protocol: Protocol | str = "quick", runs: int = 3, settings: EvalSettings | None = None,
 ) -> EvalResult:
     """Accuracy of the random real baseline with ``per_class`` images per class, evaluated like the set it is compared
-    to (pass :func:`baseline_counts` of the set, and the set's ``model``, ``protocol``, ``runs``, ``device``).
+    to (pass :func:`baseline_counts` of the set, and the set's ``model``, ``protocol``, ``runs`` and ``settings``).
 
-    The draw and the training runs are both seeded with ``seed`` (see :func:`random_baseline_set` and
+    The draw and the training runs are both seeded with ``settings.seed`` (see :func:`random_baseline_set` and
     :func:`~datacomp.evaluation.evaluate_synset`).
     """
     ds = resolve_dataset(dataset)
-    return evaluate_synset(random_baseline_set(ds, per_class, seed=seed), ds, seed=seed, **eval_kwargs)
+    settings = settings if settings is not None else EvalSettings()
+    return evaluate_synset(random_baseline_set(ds, per_class, seed=settings.seed), ds, model, protocol, runs, settings)
 
 
 def evaluate_full_data(
     dataset: ImageDataset | str, model: str = "convnet-3-in", protocol: Protocol | str = "quick", runs: int = 1,
-    seed: int = 0, device: str | torch.device = "cpu", epochs: int | None = None, progress: bool = True,
+    settings: EvalSettings | None = None, epochs: int | None = None,
 ) -> EvalResult:
-    """Train on the whole training split (the upper reference for hard-label recovery), phase ``train-on-full``."""
+    """Train on the whole training split (the upper reference for hard-label recovery), phase ``train-on-full``;
+    ``epochs`` overrides the protocol's. With ``settings.progress`` a bar follows each run's epochs."""
     ds = resolve_dataset(dataset)
     protocol = get_protocol(protocol, epochs=epochs)
+    settings = settings if settings is not None else EvalSettings()
     train = (ds.normalize(ds.train_x), ds.train_y, None)
-    return train_runs(ds, train, model, protocol, range(seed, seed + runs), device, phase="train-on-full",
-                      progress="epochs" if progress else None)
+    return train_runs(ds, train, model, protocol, runs, settings, phase="train-on-full", bar="epochs")
 
 
 def improvement_over_random(syn: EvalResult, random: EvalResult) -> float:

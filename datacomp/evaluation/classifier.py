@@ -2,12 +2,13 @@
 
 The loop itself is :func:`datacomp.training.fit`; this module adds what a protocol asks for: the optimiser and its
 schedule, the augmentation pipeline (:func:`datacomp.augment.make_augment`), CutMix and the test checkpoints of
-``select="best"`` protocols.
+``select="best"`` protocols. :class:`TrainingRun` says where a run draws its randomness and records its cost.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,7 +20,24 @@ from ..errors import ConfigError
 from ..training import batch_backward, fit, micro_batch_size, test_accuracy
 from .protocols import Protocol, get_protocol
 
-__all__ = ["train_classifier"]
+__all__ = ["TrainingRun", "train_classifier"]
+
+
+@dataclass
+class TrainingRun:
+    """Where one training run draws its randomness and records its cost.
+
+    Attributes:
+        generator: Draws the batch order, the augmentation seed and CutMix (default: a generator seeded with 0).
+        ledger: Receives the run's cost under ``phase`` (default: a fresh ledger nobody reads).
+        phase: Cost phase name of the training.
+        progress: Show a progress bar over the epochs.
+    """
+
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+    ledger: CostLedger = field(default_factory=CostLedger)
+    phase: str = "train-on-subset"
+    progress: bool = False
 
 
 def _make_augment(protocol: Protocol, dataset_name: str, seed: int):
@@ -48,12 +66,12 @@ def train_classifier(
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
     weights: torch.Tensor | None = None,
     dataset_name: str = "",
-    generator: torch.Generator | None = None,
-    ledger: CostLedger | None = None,
-    phase: str = "train-on-subset",
-    progress: bool = False,
+    run: TrainingRun | None = None,
 ) -> dict:
     """Train ``model`` on normalised ``x`` with hard (``[N]``) or soft (``[N, K]``) labels ``y`` under ``protocol``.
+
+    ``test``: the normalised test split ``(x, y)`` to score on; ``weights``: per-image loss weights; ``dataset_name``:
+    picks the dataset's reference augmentation strategy; ``run``: generator, cost ledger and phase, progress.
 
     Returns:
         ``{"accuracy": final-or-best test accuracy (if ``test`` given), "final_accuracy", "best_accuracy",
@@ -65,11 +83,11 @@ def train_classifier(
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     weights = weights.to(device) if weights is not None else None
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    run = run if run is not None else TrainingRun()
+    gen, ledger = run.generator, run.ledger
     aug = _make_augment(protocol, dataset_name, int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
     opt, sched = _optimizer(model, protocol)
     n = len(x)
-    ledger = ledger if ledger is not None else CostLedger()
     history: list[tuple[int, float]] = []
     micro = micro_batch_size(model, device)
 
@@ -98,9 +116,9 @@ def train_classifier(
                 history.append((epoch + 1, test_accuracy(model, *test)))
 
     model.train()
-    with ledger.phase(phase, flops="sampled", device=str(device)) as ph:
+    with ledger.phase(run.phase, flops="sampled", device=str(device)) as ph:
         fit(step, n, protocol.batch_size, protocol.epochs, gen, ph, after_epoch,
-            f"train ({protocol.name})" if progress else None)
+            f"train ({protocol.name})" if run.progress else None)
         # runs / samples_seen add up across entries of the phase (see datacomp.cost.PhaseHandle.extra)
         ph.extra.update(runs=1, samples_seen=n * protocol.epochs, epochs=protocol.epochs,
                         protocol_kind="fixed-epoch", num_train_images=n, protocol=protocol.name)

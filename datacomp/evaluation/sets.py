@@ -9,19 +9,20 @@ from tqdm.auto import tqdm
 
 from ..cost import CostLedger
 from ..data import ImageDataset, load_dataset
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..models import create_model
 from ..synset import SyntheticSet
-from .classifier import train_classifier
+from .classifier import TrainingRun, train_classifier
 from .protocols import Protocol, get_protocol
 from .results import EvalResult
+from .settings import EvalSettings, check_runs
 
 __all__ = ["evaluate_synset", "evaluate_models", "resolve_dataset", "train_runs"]
 
 
-def resolve_dataset(dataset: ImageDataset | str, data_root: str | None = None) -> ImageDataset:
-    """``dataset`` itself, or the dataset of that registry name."""
-    return load_dataset(dataset, root=data_root) if isinstance(dataset, str) else dataset
+def resolve_dataset(dataset: ImageDataset | str) -> ImageDataset:
+    """``dataset`` itself, or the dataset of that registry name (:func:`~datacomp.load_dataset` for other roots)."""
+    return load_dataset(dataset) if isinstance(dataset, str) else dataset
 
 
 def _check_compatible(synset: SyntheticSet, ds: ImageDataset) -> None:
@@ -42,29 +43,28 @@ def _training_weights(synset: SyntheticSet) -> torch.Tensor | None:
 
 def train_runs(
     ds: ImageDataset, train: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], model: str,
-    protocol: Protocol, seeds: range, device: str | torch.device, phase: str = "train-on-subset",
-    progress: str | None = None,
+    protocol: Protocol, runs: int, settings: EvalSettings, phase: str = "train-on-subset", bar: str = "runs",
 ) -> EvalResult:
-    """Train one fresh ``model`` per seed on normalised ``train = (x, labels, weights)``, each tested on the real
-    test split of ``ds``.
+    """Train ``runs`` fresh ``model``s on normalised ``train = (x, labels, weights)``, each tested on the real test
+    split of ``ds``.
 
-    A run with seed ``s`` draws the model's initialisation from the global RNG seeded with ``s``, and the training
-    order and augmentation from a generator seeded with ``10_000 + s``. ``progress``: ``"runs"`` (a bar over the
-    runs), ``"epochs"`` (a bar over each run's epochs) or ``None``.
+    Run ``r`` draws the model's initialisation from the global RNG seeded with ``s = settings.seed + r``, and the
+    training order and augmentation from a generator seeded with ``10_000 + s``. ``bar`` (with
+    ``settings.progress``): ``"runs"`` (a bar over the runs) or ``"epochs"`` (a bar over each run's epochs).
     """
     x, labels, weights = train
     test = (ds.normalize(ds.test_x), ds.test_y)
     ledger = CostLedger()
     accs = []
-    bar = tqdm(seeds, desc=f"eval {model} [{protocol.name}]", disable=progress != "runs")
-    for s in bar:
+    bars = bar if settings.progress else None
+    seeds = tqdm(settings.seeds(runs), desc=f"eval {model} [{protocol.name}]", disable=bars != "runs")
+    for s in seeds:
         torch.manual_seed(s)  # model initialisation uses the global RNG
-        net = create_model(model, ds.in_channels, ds.num_classes, ds.image_size).to(device)
-        out = train_classifier(net, x, labels, protocol, test=test, weights=weights, dataset_name=ds.name,
-                               generator=torch.Generator().manual_seed(10_000 + s), ledger=ledger, phase=phase,
-                               progress=progress == "epochs")
+        net = create_model(model, ds.in_channels, ds.num_classes, ds.image_size).to(settings.device)
+        run = TrainingRun(torch.Generator().manual_seed(10_000 + s), ledger, phase, progress=bars == "epochs")
+        out = train_classifier(net, x, labels, protocol, test=test, weights=weights, dataset_name=ds.name, run=run)
         accs.append(out["accuracy"])
-        bar.set_postfix(acc=f"{100 * out['accuracy']:.2f}%")
+        seeds.set_postfix(acc=f"{100 * out['accuracy']:.2f}%")
     return EvalResult(protocol, model, ds.name, accs, len(x), ledger)
 
 
@@ -74,10 +74,7 @@ def evaluate_synset(
     model: str = "convnet-3-in",
     protocol: Protocol | str = "quick",
     runs: int = 3,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    data_root: str | None = None,
-    progress: bool = True,
+    settings: EvalSettings | None = None,
 ) -> EvalResult:
     """Train ``runs`` fresh ``model``s on ``synset`` and test each on the real test split.
 
@@ -87,20 +84,18 @@ def evaluate_synset(
         model: Registered model name.
         protocol: A :data:`~datacomp.evaluation.PROTOCOLS` name or a :class:`Protocol`.
         runs: Number of fresh models (different seeds).
-        seed: Base seed; run r uses ``seed + r``.
-        device: Torch device.
+        settings: Base seed (run r uses ``seed + r``), device and progress bars (default :class:`EvalSettings`).
 
     Returns:
         An :class:`EvalResult` with per-run accuracies and the training cost ledger.
     """
-    ds = resolve_dataset(dataset, data_root)
+    ds = resolve_dataset(dataset)
     protocol = get_protocol(protocol)
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ConfigError(f"runs must be >= 1 (an int), got {runs!r}")
+    settings = settings if settings is not None else EvalSettings()
+    check_runs(runs)
     _check_compatible(synset, ds)
     px, labels = synset.training_tensors()
-    return train_runs(ds, (ds.normalize(px), labels, _training_weights(synset)), model, protocol,
-                      range(seed, seed + runs), device, progress="runs" if progress else None)
+    return train_runs(ds, (ds.normalize(px), labels, _training_weights(synset)), model, protocol, runs, settings)
 
 
 def evaluate_models(synset: SyntheticSet, dataset: ImageDataset | str, models: Sequence[str], **kwargs) -> dict[str, EvalResult]:

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset
 from datacomp.errors import ConfigError, DataError, MissingInputError
-from datacomp.evaluation import get_protocol, train_classifier
+from datacomp.evaluation import TrainingRun, get_protocol, train_classifier
 from datacomp.io import sha256_file
 from datacomp.models import create_model
 
@@ -193,8 +193,8 @@ def image_features(dataset: ImageDataset, model: str = "convnet-3-in", *, split:
         net = net.to(device)
         if protocol is not None:
             train_classifier(net, dataset.normalize(dataset.train_x), dataset.train_y, protocol,
-                             dataset_name=dataset.name, generator=torch.Generator().manual_seed(seed), ledger=own,
-                             phase="proxy-training", progress=progress)
+                             dataset_name=dataset.name,
+                             run=TrainingRun(torch.Generator().manual_seed(seed), own, "proxy-training", progress))
         feats = _extract(net, dataset, x, s.batch_size, device, own, progress)
         return {"features": feats, "labels": y.cpu().numpy().astype(np.int64)}
 

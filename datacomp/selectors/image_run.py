@@ -13,6 +13,7 @@ import torch
 from datacomp.data import ImageDataset
 from datacomp.errors import ConfigError
 from datacomp.evaluation import (
+    EvalSettings,
     baseline_counts,
     evaluate_random_baseline,
     evaluate_synset,
@@ -80,8 +81,8 @@ def _evaluate(job: Job, ds: ImageDataset, synset: SyntheticSet):
     opts = job.options.eval
     if not opts.runs:
         return None, None
-    kw = dict(model=opts.model, protocol=get_protocol(opts.protocol), runs=opts.runs, seed=job.seed,
-              device=job.device, progress=job.progress)
+    kw = dict(model=opts.model, protocol=get_protocol(opts.protocol), runs=opts.runs,
+              settings=EvalSettings(job.seed, job.device, job.progress))
     result = evaluate_synset(synset, ds, **kw)
     job.say(f"  {job.method}: {result.summary()}")
     baseline = None
