@@ -49,7 +49,7 @@ import torch
 
 from datacomp.cost import save_json
 from datacomp.data import ImageDataset, load_dataset
-from datacomp.distillers.base import autocast_bf16, features_no_grad
+from datacomp.distillers.base import Job, autocast_bf16, features_no_grad
 from datacomp.distillers.dm import DMDistiller
 from datacomp.distillers.ncfm import NCFMDistiller
 from datacomp.distillers.pool import FeaturePool
@@ -130,12 +130,12 @@ def _child(args: argparse.Namespace) -> dict:
         state = {k: v.clone() for k, v in net.state_dict().items()}
         # Speed does not depend on the weights: one untrained member stands in for the trained pool.
         pool = FeaturePool(model, [state], [state], [{"test_accuracy": 0.0, "epochs": 0, "cost": None}])
-        distiller = NCFMDistiller(cfg, ds, classes, args.ipc, model, torch.device("cpu"), 0, pool)
+        distiller = NCFMDistiller(cfg, Job(ds, classes, args.ipc, model, seed=0), pool)
         decoded = args.ipc * distiller.config.factor**2  # the resolved factor (presets say 0 = auto)
     else:
         cfg = get_config("dm", "paper", real_batch=args.real_batch, real_bf16=args.bf16 != "off",
                          syn_bf16=args.bf16 == "all")
-        distiller = DMDistiller(cfg, ds, classes, args.ipc, model, torch.device("cpu"), 0)
+        distiller = DMDistiller(cfg, Job(ds, classes, args.ipc, model, seed=0))
         decoded = args.ipc
     distiller.step(0)  # warm-up (allocator, oneDNN primitives)
     loaded_gb = _rss_gb()

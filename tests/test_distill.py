@@ -12,6 +12,7 @@ import torch
 from datacomp.data import load_dataset
 from datacomp.distillers import dm as dm_module
 from datacomp.distillers import ncfm as ncfm_module
+from datacomp.distillers.base import Job
 from datacomp.distillers.multiformation import decode, encode_mosaic, resolve_factor
 from datacomp.distillers.ncfm import NCFMDistiller, ncfm_loss
 from datacomp.distillers.pool import PoolSpec, build_pool
@@ -192,7 +193,7 @@ def _distiller(tiny, **overrides) -> NCFMDistiller:
     ds = load_dataset(name)
     cfg = get_config("ncfm", "cpu-quick", **{**TINY_NCFM, **overrides})
     pool = build_pool(ds, PoolSpec("convnet-3-in", 1, 0, 0.01, 128), 1, root=pool_dir, progress=False)
-    return NCFMDistiller(cfg, ds, list(range(NUM_CLASSES)), 2, "convnet-3-in", torch.device("cpu"), 0, pool)
+    return NCFMDistiller(cfg, Job(ds, list(range(NUM_CLASSES)), 2, "convnet-3-in", seed=0), pool)
 
 
 @pytest.mark.parametrize("cf_bf16", [False, True])
@@ -256,7 +257,7 @@ def test_class_split_matches_single_process(tiny, step_mode: str) -> None:
     ds = load_dataset(name)
     cfg = get_config("ncfm", "cpu-quick", **{**TINY_NCFM, "sampler": "gaussian", "step_mode": step_mode})
     pool = build_pool(ds, PoolSpec("convnet-3-in", 1, 0, 0.01, 128), 1, root=pool_dir, progress=False)
-    make = lambda classes: NCFMDistiller(cfg, ds, classes, 1, "convnet-3-in", torch.device("cpu"), 3, pool)
+    make = lambda classes: NCFMDistiller(cfg, Job(ds, classes, 1, "convnet-3-in", seed=3), pool)
     whole, part_a, part_b = make([0, 1, 2, 3]), make([0, 1]), make([2, 3])
     for it in range(3):
         losses = whole.step(it)
@@ -283,18 +284,17 @@ def test_bf16_synthetic_passes_give_the_same_update_direction(tiny, method: str)
     """syn_bf16 only changes precision: the first image update points the same way as in float32."""
     name, pool_dir = tiny
     ds = load_dataset(name)
+    job = Job(ds, list(range(NUM_CLASSES)), 1, "convnet-3-in", seed=3)
     updates = []
     for syn_bf16 in (False, True):
         if method == "ncfm":
             cfg = get_config("ncfm", "cpu-quick", **{**TINY_NCFM, "sampler": "gaussian", "step_mode": "joint",
                                                      "optimizer": "sgd", "momentum": 0.0, "syn_bf16": syn_bf16})
             pool = build_pool(ds, PoolSpec("convnet-3-in", 1, 0, 0.01, 128), 1, root=pool_dir, progress=False)
-            distiller = NCFMDistiller(cfg, ds, list(range(NUM_CLASSES)), 1, "convnet-3-in", torch.device("cpu"), 3,
-                                      pool)
+            distiller = NCFMDistiller(cfg, job, pool)
         else:
             cfg = get_config("dm", "cpu-quick", real_batch=12, syn_bf16=syn_bf16)
-            distiller = dm_module.DMDistiller(cfg, ds, list(range(NUM_CLASSES)), 1, "convnet-3-in",
-                                              torch.device("cpu"), 3)
+            distiller = dm_module.DMDistiller(cfg, job)
         before = distiller.images.detach().clone()
         assert torch.isfinite(distiller.step(0)).all()
         updates.append((distiller.images.detach() - before).flatten())
@@ -306,7 +306,7 @@ def test_dm_step_reduces_mean_embedding_distance(tiny) -> None:
     name, _ = tiny
     ds = load_dataset(name)
     cfg = get_config("dm", "cpu-quick", real_batch=24, augment="none", lr_img=0.1)
-    distiller = dm_module.DMDistiller(cfg, ds, list(range(NUM_CLASSES)), 2, "convnet-3-in", torch.device("cpu"), 0)
+    distiller = dm_module.DMDistiller(cfg, Job(ds, list(range(NUM_CLASSES)), 2, "convnet-3-in", seed=0))
     assert distiller.space == "normalized"
     first = [float(distiller.step(i).sum()) for i in range(3)]
     later = [float(distiller.step(i).sum()) for i in range(3, 12)]

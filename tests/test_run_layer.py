@@ -229,3 +229,26 @@ def test_errors_are_also_the_builtin_kinds_callers_expect():
     assert issubclass(errors.ConfigError, ValueError) and issubclass(errors.MissingInputError, FileNotFoundError)
     assert issubclass(errors.TrainingDiverged, FloatingPointError)
     assert all(issubclass(e, errors.DatacompError) for e in (errors.RunDirError, errors.RunAborted, errors.DataError))
+
+
+# ------------------------------------------------------------------------------------------------- small rooms
+def _parameter_counts(path):
+    """``(function name, parameters without self/cls)`` for every function defined in ``path``."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            names = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs] + [p.arg for p in (a.vararg, a.kwarg) if p]
+            yield node.name, len([n for n in names if n not in ("self", "cls")])
+
+
+@pytest.mark.parametrize("part", ["evaluation", "cost", "distillers", "augment", "training.py"])
+def test_no_function_takes_more_than_eight_parameters(part):
+    from pathlib import Path
+
+    root = Path(training.__file__).parent / part
+    files = [root] if root.suffix == ".py" else sorted(root.rglob("*.py"))
+    crowded = [f"{f.relative_to(root.parent)}:{name} ({count})" for f in files
+               for name, count in _parameter_counts(f) if count > 8]
+    assert not crowded, f"group these parameters into a config dataclass: {crowded}"

@@ -8,8 +8,8 @@ class's real batch and augmentation seeds. Every generator state is part of the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,9 +19,8 @@ from datacomp.data import ImageDataset
 from datacomp.distillers.distributed import Context
 from datacomp.errors import ConfigError
 
-__all__ = ["Distiller", "Job", "AllReduce", "draw_seed", "features_no_grad", "REAL_CHUNK"]
+__all__ = ["Distiller", "Job", "draw_seed", "features_no_grad", "REAL_CHUNK"]
 
-AllReduce = Callable[[list[Tensor]], None]
 _SEED_LIMIT = 2**62
 
 
@@ -43,7 +42,7 @@ class Job:
         classes: Global class indices this process distils (all classes for a single process).
         ipc: Stored images per class.
         model: Registered model name used for matching.
-        ctx: The process context (rank, world size, device, collectives).
+        ctx: The process context (rank, world size, device, collectives); default: one process on the CPU.
         seed: Run seed (shared by all ranks).
         pool_dir: Feature-pool cache folder (None: ``$DATACOMP_CACHE/pool``).
         progress: Show progress bars (pool training).
@@ -53,7 +52,7 @@ class Job:
     classes: list[int]
     ipc: int
     model: str
-    ctx: Context
+    ctx: Context = field(default_factory=Context)
     seed: int = 0
     pool_dir: str | None = None
     progress: bool = False
@@ -64,29 +63,23 @@ class Distiller:
 
     Args:
         config: The method's config dataclass.
-        dataset: The real dataset.
-        classes: Global class indices this process distils (all classes for a single process).
-        ipc: Stored images per class.
-        model: Registered model name used for matching.
-        device: Torch device.
-        seed: Run seed (shared by all ranks).
-        all_reduce: Sums a list of tensors across processes in place (None for a single process).
+        job: The data, this process's classes, ipc, matching model, seed and process context (device, collectives).
     """
 
     method = "base"
     space = "pixel"
 
-    def __init__(self, config: Any, dataset: ImageDataset, classes: list[int], ipc: int, model: str,
-                 device: torch.device, seed: int, all_reduce: AllReduce | None = None) -> None:
+    def __init__(self, config: Any, job: Job) -> None:
+        dataset, seed = job.dataset, job.seed
         self.config = config
         self.dataset = dataset
-        self.classes = list(classes)
+        self.classes = list(job.classes)
         self.num_classes = dataset.num_classes
-        self.ipc = ipc
-        self.model_name = model
-        self.device = torch.device(device)
+        self.ipc = job.ipc
+        self.model_name = job.model
+        self.ctx = job.ctx
+        self.device = torch.device(job.ctx.device)
         self.seed = seed
-        self.all_reduce = all_reduce
         self.generator = torch.Generator().manual_seed(seed)
         self.class_generators = [torch.Generator().manual_seed(_class_seed(seed, c)) for c in self.classes]
         # The training split itself (no copy on CPU) plus per-class indices in dataset order; batches are gathered
@@ -96,12 +89,12 @@ class Distiller:
         # One real-batch size for every class (the smallest class bounds it), so batches stack into [C, n, ...].
         self.real_count = int(dataset.class_counts.min())
         self.images: Tensor  # stored synthetic images of self.classes, class-major [len(classes) * ipc, C, H, W]
+        self.optimizer: torch.optim.Optimizer | None = None  # the images' optimiser (checkpointed with them)
 
     @classmethod
     def build(cls, config: Any, job: Job) -> "Distiller":
         """The distiller for ``job`` (subclasses that need more, e.g. a feature pool, prepare it here)."""
-        return cls(config, job.dataset, job.classes, job.ipc, job.model, job.ctx.device, job.seed,
-                   all_reduce=job.ctx.all_reduce_sum)
+        return cls(config, job)
 
     @staticmethod
     def class_unit(config: Any, ipc: int) -> int:
@@ -147,8 +140,8 @@ class Distiller:
         """Hook called with the mean loss over *all* classes (all ranks) after every iteration."""
 
     def current_lr(self) -> float:
-        """Current image learning rate."""
-        raise NotImplementedError
+        """Current image learning rate (of :attr:`optimizer`; 0 without one)."""
+        return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else 0.0
 
     def stored_images(self) -> Tensor:
         """The stored synthetic images of this process's classes (detached, CPU, in :attr:`space`)."""
@@ -156,12 +149,15 @@ class Distiller:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where the run stopped."""
-        return {
+        state = {
             "images": self.images.detach().cpu().clone(),
             "generator": self.generator.get_state(),
             "class_generators": [g.get_state() for g in self.class_generators],
             "classes": list(self.classes),
         }
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if list(state["classes"]) != self.classes:
@@ -177,6 +173,8 @@ class Distiller:
         self.generator.set_state(state["generator"])
         for g, s in zip(self.class_generators, state["class_generators"], strict=True):
             g.set_state(s)
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready extra metadata (e.g. the feature pool)."""

@@ -14,8 +14,7 @@ import torch
 from torch import Tensor
 
 from datacomp.augment import DSA, dsa_strategy_for
-from datacomp.data import ImageDataset
-from datacomp.distillers.base import AllReduce, Distiller, autocast_bf16, draw_seed, features_no_grad
+from datacomp.distillers.base import Distiller, Job, autocast_bf16, draw_seed, features_no_grad
 from datacomp.distillers.configs import DMConfig
 from datacomp.models import create_model
 
@@ -33,11 +32,10 @@ class DMDistiller(Distiller):
     method = "dm"
     space = "normalized"
 
-    def __init__(self, config: DMConfig, dataset: ImageDataset, classes: list[int], ipc: int, model: str,
-                 device: torch.device, seed: int, all_reduce: AllReduce | None = None) -> None:
-        super().__init__(config, dataset, classes, ipc, model, device, seed, all_reduce)
+    def __init__(self, config: DMConfig, job: Job) -> None:
+        super().__init__(config, job)
         self.real_n = min(config.real_batch, self.real_count)
-        strategy = dsa_strategy_for(dataset.name) if config.augment == "auto" else config.augment
+        strategy = dsa_strategy_for(self.dataset.name) if config.augment == "auto" else config.augment
         self.augment = DSA(strategy) if strategy != "none" else None
         self.images = self._initial_images().to(self.device).requires_grad_(True)
         self.optimizer = torch.optim.SGD([self.images], lr=config.lr_img, momentum=config.momentum)
@@ -86,18 +84,6 @@ class DMDistiller(Distiller):
         losses.sum().backward()
         self.optimizer.step()
         return losses.detach().cpu()
-
-    def current_lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["optimizer"] = self.optimizer.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
 
     def describe(self) -> dict[str, Any]:
         return {"augment": self.augment.config() if self.augment is not None else None, "real_batch_used": self.real_n}

@@ -26,9 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from datacomp.augment import DiffAug
-from datacomp.data import ImageDataset
 from datacomp.cost import CostLedger
-from datacomp.distillers.base import AllReduce, Distiller, Job, autocast_bf16, draw_seed, features_no_grad
+from datacomp.distillers.base import Distiller, Job, autocast_bf16, draw_seed, features_no_grad
 from datacomp.distillers.configs import NCFMConfig
 from datacomp.distillers.multiformation import decode, encode_mosaic
 from datacomp.distillers.ncfd import ncfd
@@ -72,21 +71,21 @@ class NCFMDistiller(Distiller):
 
     Args:
         config: :class:`NCFMConfig`.
+        job: The data, classes, ipc, matching model, seed and process context (:class:`~datacomp.distillers.base.Job`).
         pool: Trained feature-extractor pool (:func:`datacomp.distillers.pool.build_pool`); None only when no
             iteration will run (the initialisation alone).
-        Others: see :class:`datacomp.distillers.base.Distiller`.
     """
 
     method = "ncfm"
     space = "pixel"
 
-    def __init__(self, config: NCFMConfig, dataset: ImageDataset, classes: list[int], ipc: int, model: str,
-                 device: torch.device, seed: int, pool: FeaturePool | None,
-                 all_reduce: AllReduce | None = None) -> None:
-        config = config.for_run(dataset.image_size, device)
-        super().__init__(config, dataset, classes, ipc, model, device, seed, all_reduce)
+    def __init__(self, config: NCFMConfig, job: Job, pool: FeaturePool | None) -> None:
+        dataset = job.dataset
+        config = config.for_run(dataset.image_size, job.ctx.device)
+        super().__init__(config, job)
         self.pool = pool
-        make = lambda: create_model(model, dataset.in_channels, dataset.num_classes, dataset.image_size).to(self.device)
+        make = lambda: create_model(job.model, dataset.in_channels, dataset.num_classes,
+                                    dataset.image_size).to(self.device)
         with torch.random.fork_rng(devices=[]):  # weights are overwritten by the pool; keep the global RNG untouched
             self.match_net, self.calib_net = make(), make()
         for net in (self.match_net, self.calib_net):
@@ -114,23 +113,19 @@ class NCFMDistiller(Distiller):
                           if config.plateau_patience else None)
         self._fixed_real: Tensor | None = None
         # Class-parallel runs: gathers every rank's per-group frequency gradients (see step); None for one process.
-        self.all_gather: Callable[[Tensor], list[Tensor]] | None = None
+        self.all_gather: Callable[[Tensor], list[Tensor]] | None = (
+            job.ctx.all_gather_rows if job.ctx.distributed else None)
 
     @classmethod
     def build(cls, config: NCFMConfig, job: Job) -> "NCFMDistiller":
         """Train (or load from the cache) the feature pool, then build the distiller."""
-        ctx, pool = job.ctx, None
+        pool = None
         if config.iterations > 0:  # the initialisation alone (iterations=0) needs no feature extractor
             spec = PoolSpec(model=job.model, epochs=config.pool_epochs, min_steps=config.pool_min_steps,
                             lr=config.pool_lr, batch=config.pool_batch)
-            pool = build_pool(job.dataset, spec, config.pool_size, root=job.pool_dir, device=ctx.device,
-                              rank=ctx.rank, world_size=ctx.world_size, barrier=ctx.barrier,
-                              progress=job.progress and ctx.is_main)
-        distiller = cls(config, job.dataset, job.classes, job.ipc, job.model, ctx.device, job.seed, pool,
-                        all_reduce=ctx.all_reduce_sum)
-        if ctx.distributed:
-            distiller.all_gather = ctx.all_gather_rows
-        return distiller
+            pool = build_pool(job.dataset, spec, config.pool_size, root=job.pool_dir, ctx=job.ctx,
+                              progress=job.progress and job.ctx.is_main)
+        return cls(config, job, pool)
 
     @staticmethod
     def class_unit(config: NCFMConfig, ipc: int) -> int:
@@ -299,16 +294,12 @@ class NCFMDistiller(Distiller):
         if self.scheduler is not None:
             self.scheduler.step(mean_loss)
 
-    def current_lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
     def stored_images(self) -> Tensor:
         return self.images.detach().clamp(0.0, 1.0).cpu().clone()
 
     # ------------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["optimizer"] = self.optimizer.state_dict()
         state["sampler"] = self.sampler.state_dict()
         state["sampler_optimizer"] = self.sampler.optimizer_state()
         if self.scheduler is not None:
@@ -317,7 +308,6 @@ class NCFMDistiller(Distiller):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         self.sampler.load_optimizer_state(state["sampler_optimizer"])
         if self.scheduler is not None and "scheduler" in state:

@@ -20,7 +20,6 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import safe_open
@@ -30,6 +29,7 @@ from torch import Tensor, nn
 from datacomp.augment import DiffAug, cutmix
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset
+from datacomp.distillers.distributed import Context
 from datacomp.errors import ConfigError, MissingInputError
 from datacomp.io import atomic_write, cache_dir, sha256_arrays
 from datacomp.models import create_model
@@ -208,33 +208,31 @@ def build_pool(
     spec: PoolSpec,
     size: int,
     root: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    rank: int = 0,
-    world_size: int = 1,
-    barrier: Callable[[], None] | None = None,
+    ctx: Context | None = None,
     progress: bool = True,
 ) -> FeaturePool:
     """Load the pool from the cache, training the missing members first.
 
-    With several processes (``world_size > 1``) member ``i`` is trained by rank ``i % world_size``; ``barrier`` is
-    called before everyone loads the files.
+    ``root``: the cache folder (default :func:`default_pool_dir`); ``ctx``: the process context (device, rank, world
+    size; default one process on the CPU). With several processes member ``i`` is trained by rank
+    ``i % world_size``, and every rank waits at ``ctx.barrier()`` before loading the files.
     """
     if size < 1:
         raise ConfigError(f"pool size must be >= 1, got {size}")
     spec = spec.resolved(len(dataset.train_y))
     folder = pool_folder(root if root is not None else default_pool_dir(), dataset, spec)
     folder.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
+    ctx = ctx if ctx is not None else Context()
+    device = torch.device(ctx.device)
     trained_here: set[int] = set()
     for index in range(size):
         path = _member_path(folder, index)
-        if index % world_size != rank or path.is_file():
+        if index % ctx.world_size != ctx.rank or path.is_file():
             continue
         init, final, info = train_pool_member(dataset, spec, index, device, progress=progress)
         _save_member(path, init, final, info, spec, dataset)
         trained_here.add(index)
-    if barrier is not None:
-        barrier()
+    ctx.barrier()
     inits, finals, infos = [], [], []
     for index in range(size):
         path = _member_path(folder, index)

@@ -13,8 +13,7 @@ import torch
 from torch import Tensor
 
 from datacomp.cost import CostLedger
-from datacomp.data import ImageDataset
-from datacomp.distillers.base import AllReduce, Distiller
+from datacomp.distillers.base import Distiller, Job
 from datacomp.distillers.configs import RandomConfig
 from datacomp.evaluation import random_subset
 
@@ -27,21 +26,17 @@ class RandomDistiller(Distiller):
     method = "random"
     space = "pixel"
 
-    def __init__(self, config: RandomConfig, dataset: ImageDataset, classes: list[int], ipc: int, model: str,
-                 device: torch.device, seed: int, all_reduce: AllReduce | None = None) -> None:
-        super().__init__(config, dataset, classes, ipc, model, device, seed, all_reduce)
+    def __init__(self, config: RandomConfig, job: Job) -> None:
+        super().__init__(config, job)
         self._ledger = CostLedger()
         with self._ledger.phase("selection", device=str(self.device)):
-            subset = random_subset(dataset, ipc, seed=seed)
+            subset = random_subset(self.dataset, self.ipc, seed=self.seed)
         mine = torch.isin(subset.labels, torch.tensor(self.classes, dtype=subset.labels.dtype))
         self.images = subset.images[mine]
         self._source = subset.source_indices[mine]
 
     def step(self, iteration: int) -> Tensor:
         raise RuntimeError("the random baseline has no iterations (iterations must be 0)")
-
-    def current_lr(self) -> float:
-        return 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return {}
