@@ -43,6 +43,7 @@ _API: dict[str, tuple[str, str]] = {
     "get_protocol": ("datacomp.evaluation", "get_protocol"),
     "PROTOCOLS": ("datacomp.evaluation", "PROTOCOLS"),
     "EvalResult": ("datacomp.evaluation", "EvalResult"),
+    "EvalSettings": ("datacomp.evaluation", "EvalSettings"),
     # the run layer
     "CostLedger": ("datacomp.cost", "CostLedger"),
     "RunRecord": ("datacomp.record", "RunRecord"),
