@@ -18,7 +18,9 @@ EarlyTrain recipe) for forgetting / el2n / grand / uncertainty / ccs.
 Text datasets (``PATH.json`` / ``.jsonl`` / ``.parquet`` or ``text:PATH``) write ``OUT/selected.jsonl``,
 ``OUT/indices.json``, ``OUT/selection.npz`` and ``OUT/run.json``; embeddings come from ``--embedder`` (``tfidf``
 built in, ``all-minilm-l6-v2``, or a local model directory); sae-* methods train a TopK SAE on them (saved as
-``OUT/sae.safetensors``) unless ``--sae PATH`` gives one.
+``OUT/sae.safetensors``) unless ``--sae PATH`` gives one. ``--embedder lm:NAME_OR_PATH`` uses a causal language model
+(``lm:smollm2-135m-instruct`` or a local folder): mean-pooled activations at ``--lm-layer`` as embeddings, and for
+sae-* an SAE trained on its token activations (run.json: ``extra.sae`` with r(length, |A(x)|)).
 
 This file only parses: the work is :func:`datacomp.selectors.select_dataset`.
 """
@@ -108,11 +110,17 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--length-field", default=text.length_field, choices=["output", "instruction", "input", "text"],
                    help="what 'longest' measures, in characters (default: the response)")
     t.add_argument("--allow-hub", action="store_true", help="allow a non-local text dataset from the HF hub")
-    t.add_argument("--embedder", default=text.embedder, help="tfidf (built in), all-minilm-l6-v2, or a model "
-                   "directory")
+    t.add_argument("--embedder", default=text.embedder, help="tfidf (built in), all-minilm-l6-v2, a model "
+                   "directory, or lm:NAME_OR_PATH (a causal LM: mean-pooled activations at --lm-layer; sae-* train "
+                   "the SAE on its token activations), e.g. lm:smollm2-135m-instruct")
     t.add_argument("--embed-dim", type=int, default=text.embed_dim, help="TF-IDF + SVD dimension")
     t.add_argument("--embed-batch-size", type=int, default=text.embed_batch_size, help="encoder batch size")
     t.add_argument("--max-length", type=int, default=text.max_length, help="encoder truncation length (tokens)")
+    t.add_argument("--lm-layer", type=int, default=text.lm_layer, help="decoder layer of an lm: embedder (0-based, "
+                   "-1 = last)")
+    t.add_argument("--lm-batch-size", type=int, default=text.lm_batch_size, help="records per forward pass of an "
+                   "lm: embedder")
+    t.add_argument("--limit", type=int, default=None, help="keep only the first N records of the pool")
     s = p.add_argument_group("sparse autoencoder (sae-greedy, sae-simscale)")
     sae = SAEOptions()
     s.add_argument("--sae", dest="sae_path", default=None, help="a trained TopKSAE .safetensors (skip training)")
@@ -137,7 +145,8 @@ def options_from_args(args: argparse.Namespace) -> SelectOptions:
         text=TextOptions(fields=args.text_fields, template=args.template, label_field=args.label_field,
                          length_field=args.length_field, allow_hub=args.allow_hub, embedder=args.embedder,
                          embed_dim=args.embed_dim, embed_batch_size=args.embed_batch_size,
-                         max_length=args.max_length),
+                         max_length=args.max_length, lm_layer=args.lm_layer, lm_batch_size=args.lm_batch_size,
+                         limit=args.limit),
         sae=SAEOptions(path=args.sae_path, latents=args.sae_latents, k=args.sae_k, epochs=args.sae_epochs,
                        batch_size=args.sae_batch_size),
         eval=EvalOptions(runs=args.eval_runs, protocol=args.eval_protocol, model=args.eval_model,

@@ -59,7 +59,12 @@ class ProxyOptions:
 
 @dataclass
 class TextOptions:
-    """Text datasets: which fields make the text, labels for balancing, what ``longest`` measures, the embedder."""
+    """Text datasets: which fields make the text, labels for balancing, what ``longest`` measures, the embedder.
+
+    ``embedder = "lm:NAME_OR_PATH"`` embeds with a causal language model's activations at ``lm_layer`` (-1 = the
+    last layer; harvested ``lm_batch_size`` records at a time, truncated at ``max_length`` tokens); ``limit`` keeps
+    only the first ``limit`` records of the pool (None: all).
+    """
 
     fields: list[str] | None = None
     template: str | None = None
@@ -70,6 +75,9 @@ class TextOptions:
     embed_dim: int = 256
     embed_batch_size: int = 64
     max_length: int = 256
+    lm_layer: int = -1
+    lm_batch_size: int = 8
+    limit: int | None = None
 
     def check(self) -> None:
         if self.length_field not in ("output", "instruction", "input", "text"):
@@ -77,6 +85,9 @@ class TextOptions:
         _at_least(self.embed_dim, 1, "--embed-dim")
         _at_least(self.embed_batch_size, 1, "--embed-batch-size")
         _at_least(self.max_length, 1, "--max-length")
+        _at_least(self.lm_batch_size, 1, "--lm-batch-size")
+        if self.limit is not None:
+            _at_least(self.limit, 1, "--limit")
 
 
 @dataclass
