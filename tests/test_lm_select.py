@@ -17,6 +17,7 @@ pytest.importorskip("tokenizers", reason='needs the [llm] extra: pip install -e 
 from datacomp import lm as dlm  # noqa: E402
 from datacomp.cli import main  # noqa: E402
 from datacomp.selectors import SAEOptions, SelectOptions, TextOptions, select_dataset  # noqa: E402
+from datacomp.selectors.lm_inputs import DEFAULT_QUANTILE  # noqa: E402
 from datacomp.selectors.sae import TopKSAE  # noqa: E402
 
 WORDS = ("the cat sat on a mat dog ran far away quick brown fox jumps over lazy red blue green tree house river "
@@ -25,24 +26,23 @@ TEMPLATE = "{instruction} {output}"
 N_RECORDS, BUDGET = 30, 6
 
 
-def _tokenizer():
+def _tokenizer(bos=True):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {t: i for i, t in enumerate(["<unk>", "<bos>", "<eos>", "<pad>", *WORDS])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
                                    unk_token="<unk>")
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
+def _save_tiny(folder, bos=True):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = _tokenizer()
+    tokenizer = _tokenizer(bos)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                          bos_token_id=1, eos_token_id=2, pad_token_id=3)
@@ -50,6 +50,17 @@ def tiny_dir(tmp_path_factory):
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return _save_tiny(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def tiny_nobos_dir(tmp_path_factory):
+    """The same model with a tokenizer that adds no BOS (like SmolLM2's): the first token is the sink."""
+    return _save_tiny(tmp_path_factory.mktemp("tiny-llama-nobos"), bos=False)
 
 
 @pytest.fixture(scope="module")
@@ -88,37 +99,42 @@ def test_lm_embedder_run_selects_budget_and_records_the_lm(tiny_dir, records_fil
         sae = rec["sae"]
         assert sae["n_tokens"] == lm["n_tokens"] and sae["layer"] == 1 and sae["model_sha256"] == lm["model_sha256"]
         assert sae["sae"]["n_latents"] == 64 and sae["sae"]["k"] == 4 and sae["sae"]["n_train"] == sae["n_tokens"]
-        assert sae["threshold_quantile"] == 0.99 and sae["threshold"] > 0
+        assert sae["threshold_quantile"] == DEFAULT_QUANTILE and sae["threshold"] > 0
         assert np.isfinite(sae["r_length_active"]) and sae["paper_r_length_active"] == 0.92
     else:
         assert rec["config"]["embedding"]["dim"] == 32 and "sae" not in rec
 
 
-def _hand_sets(tiny_dir, records_file, sae, tau, rows):
-    """A(x) by hand: every content token of x through the SAE encoder, latents above tau on any token."""
+def _hand_sets(tiny_dir, records_file, sae, tau, rows, skip_first):
+    """A(x) by hand: every content token of x (but the first with ``skip_first``) through the SAE encoder, latents
+    above tau on any token."""
     records = json.loads(records_file.read_text())
     texts = [TEMPLATE.format(**r) for r in records]
     lm = dlm.load_lm(tiny_dir)
     tok = dlm.token_activations(lm, texts, dlm.ActivationConfig(layer=-1, batch_size=8, max_length=256), cache=False)
     sets = []
     for i in rows:
-        values, latents, _ = sae.encode(torch.from_numpy(tok.vectors[tok.records == i]))
+        values, latents, _ = sae.encode(torch.from_numpy(tok.vectors[tok.records == i][int(skip_first):]))
         sets.append(sorted(set(latents[values > tau].tolist())))
     return sets, tok.counts
 
 
-def test_activated_sets_equal_a_hand_computation(tiny_dir, records_file, tmp_path):
+@pytest.mark.parametrize("bos", [True, False])
+def test_activated_sets_equal_a_hand_computation(tiny_dir, tiny_nobos_dir, records_file, tmp_path, bos):
     out = tmp_path / "run"
+    model = tiny_dir if bos else tiny_nobos_dir
     run = select_dataset(str(records_file), "sae-greedy", budget=BUDGET,
-                         params={"threshold_quantile": 0.8}, options=_options(tiny_dir, out))
+                         params={"threshold_quantile": 0.8}, options=_options(model, out))
     info = run.record.extra["sae"]
+    assert info["first_token_dropped"] is (not bos)
+    assert info["n_tokens"] == run.record.extra["lm"]["n_tokens"] - (0 if bos else N_RECORDS)
     sae = TopKSAE.load(out / "sae.safetensors")
     with np.load(out / "activated_sets.npz", allow_pickle=False) as f:
         indptr, indices, tau = f["indptr"], f["indices"], float(f["threshold"])
     assert tau == info["threshold"] and info["threshold_quantile"] == 0.8
     rows = [0, 1, 2]
     with torch.no_grad():
-        expected, counts = _hand_sets(tiny_dir, records_file, sae, tau, rows)
+        expected, counts = _hand_sets(model, records_file, sae, tau, rows, skip_first=not bos)
     for i, want in zip(rows, expected):
         assert sorted(indices[indptr[i]:indptr[i + 1]].tolist()) == want
     sizes = np.diff(indptr)
