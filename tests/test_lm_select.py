@@ -127,7 +127,8 @@ def test_activated_sets_equal_a_hand_computation(tiny_dir, tiny_nobos_dir, recor
                          params={"threshold_quantile": 0.8}, options=_options(model, out))
     info = run.record.extra["sae"]
     assert info["first_token_dropped"] is (not bos)
-    assert info["n_tokens"] == run.record.extra["lm"]["n_tokens"] - (0 if bos else N_RECORDS)
+    lm_info = run.record.extra["lm"]
+    assert lm_info["first_token_dropped"] is (not bos) and info["n_tokens"] == lm_info["n_tokens"]
     sae = TopKSAE.load(out / "sae.safetensors")
     with np.load(out / "activated_sets.npz", allow_pickle=False) as f:
         indptr, indices, tau = f["indptr"], f["indices"], float(f["threshold"])
@@ -196,3 +197,22 @@ def test_cli_lm_run(tiny_dir, records_file, tmp_path):
     assert code == 0
     rec = json.loads((out / "run.json").read_text())
     assert rec["sae"]["layer"] == 0 and rec["full_train_size"] == 20 and rec["num_items"] == 4
+
+
+def test_drop_first_leaves_out_each_texts_first_content_token(tiny_nobos_dir):
+    from datacomp.errors import DataError
+
+    lm = dlm.load_lm(tiny_nobos_dir)
+    texts = ["the cat sat on a mat", "dog ran", "quick brown fox jumps over the lazy dog"]
+    full = dlm.token_activations(lm, texts, dlm.ActivationConfig(bf16=False), cache=False)
+    cfg = dlm.ActivationConfig(bf16=False, drop_first=True)
+    cut = dlm.token_activations(lm, texts, cfg, cache=False)
+    np.testing.assert_array_equal(cut.counts, full.counts - 1)
+    for i in range(len(texts)):
+        want = full.vectors[full.records == i][1:]
+        np.testing.assert_allclose(cut.vectors[cut.records == i], want, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(cut.mean[i], want.mean(0), atol=1e-5, rtol=1e-5)
+    assert dlm.activation_cache_key(lm, texts, cfg) != dlm.activation_cache_key(lm, texts, dlm.ActivationConfig(
+        bf16=False))
+    with pytest.raises(DataError, match=r"first one \(drop_first\)"):
+        dlm.token_activations(lm, ["tree"], cfg, cache=False)

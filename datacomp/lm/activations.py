@@ -51,12 +51,16 @@ class ActivationConfig:
         batch_size: records per forward batch (``--lm-batch-size``).
         max_length: tokens kept per record (longer records are truncated and counted as such).
         bf16: bf16 autocast: ``None`` where native (the default), True / False to force.
+        drop_first: also drop the first content token of every text: the attention sink of a model whose tokenizer
+            adds no BOS token (SmolLM2: ~7x the residual norm of any other token, the same vector in every text that
+            starts with the same template).
     """
 
     layer: int = -1
     batch_size: int = 8
     max_length: int = 512
     bf16: bool | None = None
+    drop_first: bool = False
 
     def check(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -65,6 +69,8 @@ class ActivationConfig:
             raise ConfigError(f"max_length must be a positive number of tokens, got {self.max_length!r}")
         if self.bf16 not in (None, True, False):
             raise ConfigError(f"bf16 must be None (where native), True or False, got {self.bf16!r}")
+        if self.drop_first not in (True, False):
+            raise ConfigError(f"drop_first must be True or False, got {self.drop_first!r}")
 
 
 @dataclass
@@ -119,10 +125,13 @@ def _prepare(lm: LanguageModel, texts: Any, config: ActivationConfig) -> _Prepar
     special = sorted(set(int(i) for i in lm.tokenizer.all_special_ids))
     special_set = set(special)
     counts = np.array([sum(1 for t in s if t not in special_set) for s in ids], dtype=np.int64)
-    empty = np.flatnonzero(counts == 0)
+    counts -= int(config.drop_first)
+    empty = np.flatnonzero(counts <= 0)
     if len(empty):
         shown = ", ".join(str(i) for i in empty[:5]) + (", ..." if len(empty) > 5 else "")
-        raise DataError(f"{len(empty)} text(s) have no tokens besides special tokens (empty records?): index "
+        what = "besides special tokens and the first one (drop_first)" if config.drop_first else \
+            "besides special tokens"
+        raise DataError(f"{len(empty)} text(s) have no tokens {what} (empty records?): index "
                         f"{shown}; remove them or check the template")
     return _Prepared(ids, truncated, counts, layer, special)
 
@@ -133,7 +142,10 @@ def _batches(lm: LanguageModel, prep: _Prepared, config: ActivationConfig
     for rows in length_batches([len(s) for s in prep.ids], config.batch_size):
         ids, mask = pad_batch([prep.ids[r] for r in rows], lm.tokenizer.pad_token_id, lm.device)
         hidden = hidden_at_layer(lm.model, ids, mask, prep.layer, config.bf16)
-        yield rows, hidden, content_mask(ids, mask, prep.special), ids
+        keep = content_mask(ids, mask, prep.special)
+        if config.drop_first:  # every row has >= 2 content tokens (_prepare)
+            keep[torch.arange(len(rows), device=keep.device), keep.int().argmax(dim=1)] = False
+        yield rows, hidden, keep, ids
 
 
 def iter_token_activations(lm: LanguageModel, texts: Sequence[str], config: ActivationConfig = ActivationConfig()
@@ -175,7 +187,8 @@ class TokenActivations(RecordActivations):
 
 def _key_config(lm: LanguageModel, texts: Sequence[str], config: ActivationConfig, kind: str) -> dict:
     layer = layer_index(lm.model, config.layer)
-    return {"kind": kind, "version": _CACHE_VERSION, "model_sha256": lm.digest,
+    extra = {"drop_first": True} if config.drop_first else {}  # keys of earlier harvests stay valid
+    return {**extra, "kind": kind, "version": _CACHE_VERSION, "model_sha256": lm.digest,
             "tokenizer_sha256": lm.info.get("tokenizer_sha256"), "layer": layer, "max_length": config.max_length,
             "bf16": uses_bf16(lm.model, lm.device, config.bf16), "texts_sha256": texts_digest(texts),
             "n_texts": len(texts)}

@@ -9,7 +9,8 @@
   the stream's longest-first order does not reach training). When the tokenizer adds no BOS token (SmolLM2), the
   first content token of every record plays its role: an attention sink whose residual norm is several times that of
   any other token (7x on SmolLM2-135M's last layer) and whose vector is the same in every record of a shared
-  template; like BOS in the paper it is left out of the SAE's training data, the threshold and A(x).
+  template; like BOS in the paper it is left out of the SAE's training data, the threshold and A(x)
+  (:class:`datacomp.lm.ActivationConfig` ``drop_first``), and out of the mean-pooled embeddings too.
   The activated set of a record is
 
       A(x) = { j : max over content tokens t of x of z_{t,j} > tau }
@@ -33,6 +34,7 @@ content-token count and |A(x)|, beside the 0.92 of Yang et al. 2025).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,7 @@ from .job import Job
 from .options import TextOptions
 
 __all__ = ["DEFAULT_QUANTILE", "PAPER_R", "lm_model_name", "check_lm_options", "activation_config", "adds_bos",
-           "sink_mask", "max_pool_tokens", "token_threshold", "pearson_r", "lm_inputs"]
+           "max_pool_tokens", "token_threshold", "pearson_r", "lm_inputs"]
 
 DEFAULT_QUANTILE = 0.9
 PAPER_R = 0.92  # r(length, |A(x)|) reported by Yang et al. 2025 (arXiv 2502.14050)
@@ -146,19 +148,10 @@ def adds_bos(lm: LanguageModel) -> bool:
     return bool(ids) and ids[0] in set(lm.tokenizer.all_special_ids)
 
 
-def sink_mask(counts: np.ndarray, drop_first: bool) -> np.ndarray:
-    """Boolean mask over the tokens of all records (record order): False on each record's first token when
-    ``drop_first``."""
-    keep = np.ones(int(np.sum(counts)), dtype=bool)
-    if drop_first:
-        keep[np.concatenate([[0], np.cumsum(counts)[:-1]])] = False
-    return keep
-
-
 def _model_info(lm: LanguageModel, acts: Any, cfg: ActivationConfig) -> dict:
     return {"name": lm.name, "model_sha256": lm.digest, "layer": int(acts.layer), "layer_requested": cfg.layer,
             "num_layers": lm.num_layers, "hidden_size": lm.hidden_size, "batch_size": cfg.batch_size,
-            "max_length": cfg.max_length, "bf16": bool(acts.config.get("bf16")),
+            "max_length": cfg.max_length, "bf16": bool(acts.config.get("bf16")), "first_token_dropped": cfg.drop_first,
             "n_tokens": int(acts.counts.sum()), "truncated_records": int(np.asarray(acts.truncated).sum()),
             "from_cache": acts.from_cache, "cache_key": acts.key, "seconds": round(acts.seconds, 4),
             "load_seconds": round(lm.load_seconds, 4)}
@@ -167,17 +160,14 @@ def _model_info(lm: LanguageModel, acts: Any, cfg: ActivationConfig) -> dict:
 def _sae_inputs(job: Job, lm: LanguageModel, texts: list[str], cfg: ActivationConfig, config: dict) -> dict:
     tok = token_activations(lm, texts, cfg, cache=_activation_cache(job.options.cache), ledger=job.ledger)
     config["lm"] = _model_info(lm, tok, cfg)
-    drop_first = not adds_bos(lm)
-    keep = sink_mask(tok.counts, drop_first)
-    vectors = tok.vectors[keep]
-    sae, config["sae"] = job.sae_for(vectors)
-    acts = sae.activations(vectors)
+    sae, config["sae"] = job.sae_for(tok.vectors)
+    acts = sae.activations(tok.vectors)
     tau, quantile, rule = token_threshold(acts, job.params)
-    pooled = max_pool_tokens(acts, tok.records[keep], len(texts))
+    pooled = max_pool_tokens(acts, tok.records, len(texts))
     sizes = np.diff(sp.csr_matrix(pooled > tau).indptr)
     config["sae_tokens"] = {
-        "lm": lm.name, "model_sha256": lm.digest, "layer": int(tok.layer), "n_tokens": int(keep.sum()),
-        "first_token_dropped": drop_first, "sae": config["sae"], "threshold": tau, "threshold_quantile": quantile,
+        "lm": lm.name, "model_sha256": lm.digest, "layer": int(tok.layer), "n_tokens": int(len(tok.records)),
+        "first_token_dropped": cfg.drop_first, "sae": config["sae"], "threshold": tau, "threshold_quantile": quantile,
         "threshold_rule": rule,
         "activated_set": "latents whose activation exceeds the threshold on at least one content token",
         "mean_active": float(sizes.mean()), "min_active": int(sizes.min()), "max_active": int(sizes.max()),
@@ -197,8 +187,8 @@ def lm_inputs(job: Job, texts: list[str], config: dict) -> dict:
     """select() inputs from the LM named by ``job.options.text.embedder`` (module docstring); records what was
     used in ``config`` (``lm``, ``embedding``, and ``sae`` / ``sae_tokens`` for sae-* methods)."""
     opts = job.options.text
-    cfg = activation_config(opts)
     lm = load_lm(lm_model_name(opts), device=job.device)
+    cfg = replace(activation_config(opts), drop_first=not adds_bos(lm))
     layer_index(lm.model, cfg.layer)  # out of range: ConfigError before any forward pass
     if job.method.startswith("sae-"):
         return _sae_inputs(job, lm, texts, cfg, config)
