@@ -20,7 +20,7 @@ Text datasets (``PATH.json`` / ``.jsonl`` / ``.parquet`` or ``text:PATH``) write
 built in, ``all-minilm-l6-v2``, or a local model directory); sae-* methods train a TopK SAE on them (saved as
 ``OUT/sae.safetensors``) unless ``--sae PATH`` gives one. ``--embedder lm:NAME_OR_PATH`` uses a causal language model
 (``lm:smollm2-135m-instruct`` or a local folder): mean-pooled activations at ``--lm-layer`` as embeddings, and for
-sae-* an SAE trained on its token activations (run.json: ``extra.sae`` with r(length, |A(x)|)).
+sae-* an SAE trained on its token activations (run.json: ``lm``, and ``sae`` with r(length, |A(x)|)).
 
 This file only parses: the work is :func:`datacomp.selectors.select_dataset`.
 """
