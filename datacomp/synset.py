@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Sequence
@@ -23,7 +22,8 @@ import numpy as np
 import torch
 
 from .errors import FormatError
-from .io import atomic_write, package_versions, sha256_arrays
+from .io import atomic_write, json_default, package_versions, sha256_arrays
+from .synset_export import imagefolder, png_grid
 
 __all__ = [
     "SyntheticSet", "SynsetFormatError", "base_metadata", "package_versions", "atomic_write", "decode_multiformation",
@@ -204,7 +204,7 @@ class SyntheticSet:
             if t is not None:
                 tensors[name] = t.detach().cpu().contiguous()
         try:
-            meta_json = json.dumps(self.metadata, default=_json_default)
+            meta_json = json.dumps(self.metadata, default=json_default)
         except TypeError as err:
             raise SynsetFormatError(f"metadata is not JSON-serialisable: {err}") from err
         blob = save({k: v.detach().cpu() for k, v in tensors.items()}, metadata={_META_KEY: meta_json})
@@ -299,45 +299,12 @@ class SyntheticSet:
 
     # ------------------------------------------------------------------------------------------------------ export
     def to_png_grid(self, path: str | os.PathLike, max_per_class: int = 10, upscale: int | None = None) -> Path:
-        """Save a class-by-row PNG grid of (up to ``max_per_class``) images per class."""
-        from PIL import Image
-
-        x = self.pixel_images().clamp(0, 1)
-        y = self.hard_labels
-        c, h, w = x.shape[1:]
-        rows = [x[y == k][:max_per_class] for k in range(self.num_classes)]
-        cols = max(1, max(len(r) for r in rows))
-        upscale = upscale or max(1, 32 // max(h, w))
-        pad = 1
-        canvas = torch.ones(c, len(rows) * (h + pad) + pad, cols * (w + pad) + pad)
-        for i, r in enumerate(rows):
-            for j in range(len(r)):  # at most classes x max_per_class tiles: a tiny, bounded loop
-                canvas[:, pad + i * (h + pad) : pad + i * (h + pad) + h, pad + j * (w + pad) : pad + j * (w + pad) + w] = r[j]
-        arr = (canvas.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        img = Image.fromarray(arr[..., 0] if c == 1 else arr)
-        if upscale > 1:
-            img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-        os.close(fd)
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-        return path
+        """Save a class-by-row PNG grid of (up to ``max_per_class``) images per class, atomically."""
+        return png_grid(self, path, max_per_class, upscale)
 
     def to_imagefolder(self, folder: str | os.PathLike, class_names: Sequence[str] | None = None) -> Path:
         """Write one PNG per image under ``folder/<class>/`` (readable by torchvision's ImageFolder)."""
-        from PIL import Image
-
-        folder = Path(folder)
-        names = list(class_names) if class_names is not None else [f"{k:03d}" for k in range(self.num_classes)]
-        x = (self.pixel_images().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        y = self.hard_labels.tolist()
-        for i, (img, label) in enumerate(zip(x, y, strict=True)):
-            d = folder / names[label]
-            d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(d / f"{i:06d}.png")
-        return folder
+        return imagefolder(self, folder, class_names)
 
 
 def _check_format_version(value: Any, where: str = "") -> None:
@@ -392,17 +359,3 @@ def _describe(t: Any) -> str:
     if torch.is_tensor(t):
         return f"{t.dtype} tensor of shape {tuple(t.shape)}"
     return type(t).__name__
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, (Path,)):
-        return str(obj)
-    if torch.is_tensor(obj) and obj.numel() == 1:
-        return obj.item()
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

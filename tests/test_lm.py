@@ -19,10 +19,9 @@ pytest.importorskip("tokenizers", reason='needs the [llm] extra: pip install -e 
 
 from datacomp import lm as dlm  # noqa: E402
 from datacomp.lm import forward as fwd  # noqa: E402
+from tiny_lm import save_tiny_llama  # noqa: E402
 
 ATOL = dict(atol=1e-5, rtol=1e-5)
-WORDS = ("the cat sat on a mat dog ran far away quick brown fox jumps over lazy red blue green tree house river "
-         "and of to in is it was").split()
 TEXTS = [
     "the cat sat on a mat",
     "dog ran far away",
@@ -33,31 +32,9 @@ TEXTS = [
 ]
 
 
-def _tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(["<unk>", "<bos>", "<eos>", "<pad>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>")
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = _tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=3)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module")

@@ -19,48 +19,21 @@ from datacomp.cli import main  # noqa: E402
 from datacomp.selectors import SAEOptions, SelectOptions, TextOptions, select_dataset  # noqa: E402
 from datacomp.selectors.lm_inputs import DEFAULT_QUANTILE  # noqa: E402
 from datacomp.selectors.sae import TopKSAE  # noqa: E402
+from tiny_lm import WORDS, save_tiny_llama  # noqa: E402
 
-WORDS = ("the cat sat on a mat dog ran far away quick brown fox jumps over lazy red blue green tree house river "
-         "and of to in is it was").split()
 TEMPLATE = "{instruction} {output}"
 N_RECORDS, BUDGET = 30, 6
 
 
-def _tokenizer(bos=True):
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(["<unk>", "<bos>", "<eos>", "<pad>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    if bos:
-        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                   unk_token="<unk>")
-
-
-def _save_tiny(folder, bos=True):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = _tokenizer(bos)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=3)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return _save_tiny(tmp_path_factory.mktemp("tiny-llama"))
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module")
 def tiny_nobos_dir(tmp_path_factory):
     """The same model with a tokenizer that adds no BOS (like SmolLM2's): the first token is the sink."""
-    return _save_tiny(tmp_path_factory.mktemp("tiny-llama-nobos"), bos=False)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-nobos"), bos=False)
 
 
 @pytest.fixture(scope="module")

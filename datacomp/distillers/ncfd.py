@@ -16,9 +16,10 @@ term is evaluated as ``|Phi_r - Phi_s|^2 - amp`` (the same quantity, free of can
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["characteristic_function", "ncfd", "ncfd_terms", "safe_sqrt"]
+__all__ = ["characteristic_function", "ncfd", "ncfd_terms", "ncfm_loss", "safe_sqrt"]
 
 
 def safe_sqrt(x: Tensor) -> Tensor:
@@ -123,3 +124,25 @@ def ncfd(real: Tensor, syn: Tensor, freqs: Tensor, alpha: float = 0.5, real_freq
         raise ValueError(f"alpha must lie in [0, 1] (weight of the amplitude term), got {alpha}")
     amp, phase = ncfd_terms(real, syn, freqs, real_freqs=real_freqs)
     return safe_sqrt(alpha * amp + (1.0 - alpha) * phase).mean(dim=-1)
+
+
+def ncfm_loss(real_features: Tensor, syn_features: Tensor, freqs: Tensor, alpha: float = 0.5,
+              scale: float = 300.0, normalize: bool = True, real_freqs: Tensor | None = None) -> Tensor:
+    """NCFM's training loss: ``scale * NCFD`` on (optionally) L2-normalised features.
+
+    Args:
+        real_features: ``[..., N, d]``.
+        syn_features: ``[..., M, d]``.
+        freqs: ``[K, d]``.
+        alpha: Amplitude weight.
+        scale: Loss multiplier (released code: 300).
+        normalize: L2-normalise every feature vector first (released code: yes).
+        real_freqs: Optional low-precision copy of ``freqs`` for the real side's projection (``cf_bf16``).
+
+    Returns:
+        ``[...]`` per-batch-entry loss (e.g. per class).
+    """
+    if normalize:
+        real_features = F.normalize(real_features, dim=-1)
+        syn_features = F.normalize(syn_features, dim=-1)
+    return scale * ncfd(real_features, syn_features, freqs, alpha=alpha, real_freqs=real_freqs)

@@ -30,7 +30,7 @@ from datacomp.cost import CostLedger
 from datacomp.distillers.base import Distiller, Job, autocast_bf16, draw_seed, features_no_grad
 from datacomp.distillers.configs import NCFMConfig
 from datacomp.distillers.multiformation import decode, encode_mosaic
-from datacomp.distillers.ncfd import ncfd
+from datacomp.distillers.ncfd import ncfd, ncfm_loss
 from datacomp.distillers.pool import FeaturePool, PoolSpec, build_pool
 from datacomp.distillers.samplers import FrequencySampler, create_sampler
 from datacomp.errors import ConfigError
@@ -42,28 +42,6 @@ __all__ = ["ncfd", "ncfm_loss", "NCFMDistiller", "SYN_CHUNK"]
 # groups are also faster on CPU (activations stay in cache): ConvNet-3 forward+backward of 160 CIFAR images takes
 # ~1.5x as long in one batch as in groups of 40.
 SYN_CHUNK = 64
-
-
-def ncfm_loss(real_features: Tensor, syn_features: Tensor, freqs: Tensor, alpha: float = 0.5,
-              scale: float = 300.0, normalize: bool = True, real_freqs: Tensor | None = None) -> Tensor:
-    """NCFM's training loss: ``scale * NCFD`` on (optionally) L2-normalised features.
-
-    Args:
-        real_features: ``[..., N, d]``.
-        syn_features: ``[..., M, d]``.
-        freqs: ``[K, d]``.
-        alpha: Amplitude weight.
-        scale: Loss multiplier (released code: 300).
-        normalize: L2-normalise every feature vector first (released code: yes).
-        real_freqs: Optional low-precision copy of ``freqs`` for the real side's projection (``cf_bf16``).
-
-    Returns:
-        ``[...]`` per-batch-entry loss (e.g. per class).
-    """
-    if normalize:
-        real_features = F.normalize(real_features, dim=-1)
-        syn_features = F.normalize(syn_features, dim=-1)
-    return scale * ncfd(real_features, syn_features, freqs, alpha=alpha, real_freqs=real_freqs)
 
 
 class NCFMDistiller(Distiller):
