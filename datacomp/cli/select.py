@@ -103,6 +103,8 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="also evaluate a random real subset with the same per-class counts (default on)")
     t = p.add_argument_group("text inputs")
     text = TextOptions()
+    t.add_argument("--task", default=None, help="a fine-tuning task (alpaca, gsm8k, dialogsum): its record fields, "
+                   "prompt template and metric")
     t.add_argument("--text-fields", nargs="+", default=None, metavar="FIELD",
                    help="instruction [input] [output] field names (default: instruction input output; '-' = none)")
     t.add_argument("--template", default=None, help="text template with {instruction} {input} {output}")
@@ -142,7 +144,7 @@ def options_from_args(args: argparse.Namespace) -> SelectOptions:
                            epochs=args.proxy_epochs, protocol=args.proxy_protocol, bf16=args.proxy_bf16,
                            runs=args.proxy_runs, lr=args.proxy_lr, batch_size=args.proxy_batch_size,
                            ccs_score=args.ccs_score),
-        text=TextOptions(fields=args.text_fields, template=args.template, label_field=args.label_field,
+        text=TextOptions(task=args.task, fields=args.text_fields, template=args.template, label_field=args.label_field,
                          length_field=args.length_field, allow_hub=args.allow_hub, embedder=args.embedder,
                          embed_dim=args.embed_dim, embed_batch_size=args.embed_batch_size,
                          max_length=args.max_length, lm_layer=args.lm_layer, lm_batch_size=args.lm_batch_size,

@@ -63,9 +63,12 @@ class TextOptions:
 
     ``embedder = "lm:NAME_OR_PATH"`` embeds with a causal language model's activations at ``lm_layer`` (-1 = the
     last layer; harvested ``lm_batch_size`` records at a time, truncated at ``max_length`` tokens); ``limit`` keeps
-    only the first ``limit`` records of the pool (None: all).
+    only the first ``limit`` records of the pool (None: all). ``task`` (``alpaca``, ``gsm8k``, ``dialogsum``;
+    :data:`datacomp.lm.tasks.TASKS`) sets the fields and the template a task's records use (explicit ``fields`` /
+    ``template`` win) and the metric of in-context scoring (data-whisperer).
     """
 
+    task: str | None = None
     fields: list[str] | None = None
     template: str | None = None
     label_field: str | None = None
@@ -80,6 +83,9 @@ class TextOptions:
     limit: int | None = None
 
     def check(self) -> None:
+        if self.task is not None:
+            from datacomp.lm.tasks import get_task
+            get_task(self.task)
         if self.length_field not in ("output", "instruction", "input", "text"):
             raise ConfigError(f"--length-field must be output, instruction, input or text, got {self.length_field!r}")
         _at_least(self.embed_dim, 1, "--embed-dim")

@@ -15,6 +15,7 @@ import numpy as np
 
 from datacomp.errors import ConfigError
 from datacomp.io import atomic_write, write_json
+from datacomp.lm.tasks import get_task
 from datacomp.record import RunRecord
 
 from .budgets import resolve_size
@@ -42,8 +43,12 @@ def check_text_job(job: Job) -> None:
 
 def load_text(job: Job, source: str) -> TextDataset:
     opts = job.options.text
-    return load_text_dataset(source, opts.fields, template=opts.template, allow_hub=opts.allow_hub,
-                             progress=job.progress)
+    fields, template = opts.fields, opts.template
+    if opts.task is not None:
+        task = get_task(opts.task)
+        fields = task.fields if fields is None else fields
+        template = task.template if template is None and opts.fields is None else template
+    return load_text_dataset(source, fields, template=template, allow_hub=opts.allow_hub, progress=job.progress)
 
 
 def _labels(job: Job, tds: TextDataset) -> np.ndarray | None:
@@ -84,7 +89,7 @@ def run_text(job: Job, tds: TextDataset) -> SelectionRun:
     budget, class_budget = resolve_size(job.size, n, counts)
     config = job.base_config(budget, class_budget, bool(job.options.class_balanced and labels is not None))
     config.update(text=tds.info() if limit is None else {**tds.info(), "limit": limit},
-                  label_field=job.options.text.label_field)
+                  label_field=job.options.text.label_field, task=job.options.text.task)
     sel = job.select(labels, budget, class_budget, _inputs(job, tds, config))
     records = [tds.records[i] for i in sel.indices.tolist()]
     if job.out is not None:
