@@ -165,6 +165,6 @@ def run_select(args: argparse.Namespace) -> SelectionRun:
 def run_command(args: argparse.Namespace) -> int:
     """``datacomp select`` handler; errors propagate to ``datacomp.cli.main`` (exit 2 with the message)."""
     run = run_select(args)
-    if not args.quiet:
+    if not args.quiet and run.out is not None:  # under torchrun only rank 0 writes
         print(f"wrote {run.out}/run.json")
     return 0

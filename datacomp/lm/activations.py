@@ -12,6 +12,13 @@ Two consumers:
 * :func:`record_activations`: per-record mean-pooled vectors [N, d] and content-token counts, cached on disk;
   :func:`token_activations` materialises every token vector in record order, also cached.
 
+Under ``torchrun`` (or any initialised default process group) :func:`record_activations` and
+:func:`token_activations` split the records into contiguous slices, one per rank (:mod:`datacomp.lm.shard`); each
+rank harvests its slice with the same length-sorted batching, the results are gathered in record order on every rank,
+only rank 0 writes the cache entry, and the ``lm-activations`` cost phase is every rank's own, summed. Per-record
+values do not depend on the batch a record shares on CPU (right padding, causal attention), so the result equals a
+single process's. :func:`iter_token_activations` streams the whole pool on every rank.
+
 The cache (``$DATACOMP_CACHE/lm/activations``) is keyed by the model digest, the tokenizer files, the layer, the
 settings and a SHA-256 over the full texts; entries are ``.npz`` (read with ``allow_pickle=False``), written
 atomically; a corrupt or mismatched entry is recomputed.
@@ -29,11 +36,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from datacomp.cost import CostLedger
 from datacomp.errors import ConfigError, DataError
 from datacomp.io import atomic_write, cache_dir, sha256_bytes
 
 from .forward import content_mask, encode_texts, hidden_at_layer, layer_index, pad_batch, uses_bf16
 from .models import LanguageModel
+from .shard import all_gather_concat, all_gather_json, any_rank, gather_in_order, join_torchrun, ranks, shard_range
 
 __all__ = ["ActivationConfig", "TokenBatch", "RecordActivations", "TokenActivations", "length_batches",
            "iter_token_activations", "record_activations", "token_activations", "activation_cache_key",
@@ -226,15 +235,26 @@ def _save(path: Path | None, key: str, arrays: dict[str, np.ndarray]) -> None:
         atomic_write(path, lambda fh: np.savez(fh, __key__=np.array(key), **arrays))
 
 
+def _shard(prep: _Prepared, span: range) -> _Prepared:
+    """The records ``span`` of ``prep`` (the slice one rank harvests)."""
+    sl = slice(span.start, span.stop)
+    return _Prepared(prep.ids[sl], prep.truncated[sl], prep.counts[sl], prep.layer, prep.special)
+
+
 def _harvest(lm: LanguageModel, texts: Sequence[str], config: ActivationConfig, keep_tokens: bool, ledger: Any
              ) -> tuple[_Prepared, dict[str, np.ndarray]]:
+    """Harvest ``texts`` (this rank's contiguous slice under a process group, gathered back in record order on every
+    rank; each rank's phase is recorded into ``ledger``, summed over ranks)."""
     prep = _prepare(lm, texts, config)
     n, d = len(prep.ids), lm.hidden_size
-    sums = np.zeros((n, d), dtype=np.float64)
-    pieces: list[np.ndarray | None] = [None] * n
-    phase = ledger.phase("lm-activations", flops="sampled", device=lm.device) if ledger is not None else None
+    group = join_torchrun(lm.device)
+    local = _shard(prep, shard_range(n, group.rank, group.world))
+    sink = CostLedger() if group.distributed and ledger is not None else ledger
+    sums = np.zeros((len(local.ids), d), dtype=np.float64)
+    pieces: list[np.ndarray] = [np.zeros((0, d), dtype=np.float32)] * len(local.ids)
+    phase = sink.phase("lm-activations", flops="sampled", device=lm.device) if sink is not None else None
     with phase if phase is not None else contextlib.nullcontext():
-        it = _batches(lm, prep, config)
+        it = _batches(lm, local, config)
         while True:
             with phase.step() if phase is not None else contextlib.nullcontext():
                 batch = next(it, None)
@@ -246,10 +266,14 @@ def _harvest(lm: LanguageModel, texts: Sequence[str], config: ActivationConfig, 
             if keep_tokens:
                 for j, r in enumerate(rows):
                     pieces[r] = hidden[j][keep[j]].cpu().numpy()
-    arrays = {"mean": (sums / prep.counts[:, None]).astype(np.float32), "counts": prep.counts,
-              "truncated": prep.truncated}
+    if sink is not ledger:
+        for part in all_gather_json(sink.to_dict()):
+            ledger.merge(CostLedger.from_dict(part))
+    mean = (sums / local.counts[:, None]).astype(np.float32)
+    arrays = {"mean": gather_in_order(mean, n), "counts": prep.counts, "truncated": prep.truncated}
     if keep_tokens:
-        arrays["vectors"] = np.concatenate(pieces).astype(np.float32, copy=False)
+        vectors = np.concatenate([np.zeros((0, d), dtype=np.float32), *pieces]).astype(np.float32, copy=False)
+        arrays["vectors"] = all_gather_concat(vectors)
         arrays["records"] = np.repeat(np.arange(n, dtype=np.int64), prep.counts)
     return prep, arrays
 
@@ -264,10 +288,11 @@ def _cached(cls: type, lm: LanguageModel, texts: Sequence[str], config: Activati
     path = _cache_path(key, kind, cache)
     t0 = time.perf_counter()
     arrays = _load(path, key)
-    hit = arrays is not None
+    hit = not any_rank(arrays is None)  # under a process group: every rank harvests unless every rank has the entry
     if not hit:
         arrays = _harvest(lm, texts, config, kind == "tokens", ledger)[1]
-        _save(path, key, arrays)
+        if ranks().is_main:
+            _save(path, key, arrays)
     return cls(**arrays, layer=key_config["layer"], key=key, config={**asdict(config), **key_config},
                cache_path=path, from_cache=hit, seconds=time.perf_counter() - t0)
 

@@ -13,18 +13,20 @@ Image datasets are registry names, ``imagefolder:PATH``, ``npz:PATH`` or an
 :class:`~datacomp.selectors.text.TextDataset`. Everything is checked (method, parameters, size, device, options,
 the output folder) before any model is trained. With ``options.out`` the run folder holds the outputs and a
 ``run.json`` (:class:`~datacomp.record.RunRecord`, kind ``select``); the folder is locked while the run writes, and a
-folder holding another run is refused unless ``options.overwrite``.
+folder holding another run is refused unless ``options.overwrite``. Under ``torchrun`` every rank computes the same
+selection (LM activations are harvested in slices, :mod:`datacomp.lm.shard`) and rank 0 alone writes ``options.out``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from datacomp.data import ImageDataset, load_dataset
-from datacomp.errors import ConfigError
+from datacomp.errors import ConfigError, RunDirError
 from datacomp.io import RunDir
+from datacomp.lm.shard import any_rank, torchrun_group
 from datacomp.runtime import resolve_device
 
 from .budgets import Size
@@ -83,14 +85,38 @@ def select_dataset(dataset: str | ImageDataset | TextDataset, method: str = "ran
               options, resolve_device(options.device), Path(options.out) if options.out is not None else None)
     text = _is_text(dataset)
     check_text_job(job) if text else check_image_job(job)
-    run_dir = RunDir(job.out, overwrite=options.overwrite) if job.out is not None else contextlib.nullcontext()
-    with run_dir:
-        if text:
-            result = run_text(job, dataset if isinstance(dataset, TextDataset) else load_text(job, dataset))
-        else:
-            ds = dataset if isinstance(dataset, ImageDataset) else load_dataset(
-                dataset, root=options.data_root, download=options.download)
-            result = run_images(job, ds)
-        if job.out is not None:
-            result.record.write(job.out)
+    with torchrun_group(job.device) as group:
+        if group.distributed:  # every rank computes the same selection; rank 0 alone writes
+            job.device = group.device or job.device
+            job.out = job.out if group.is_main else None
+        with _run_dir(job.out, options.overwrite):
+            if text:
+                result = run_text(job, dataset if isinstance(dataset, TextDataset) else load_text(job, dataset))
+            else:
+                ds = dataset if isinstance(dataset, ImageDataset) else load_dataset(
+                    dataset, root=options.data_root, download=options.download)
+                result = run_images(job, ds)
+            if job.out is not None:
+                result.record.write(job.out)
     return result
+
+
+@contextlib.contextmanager
+def _run_dir(out: Path | None, overwrite: bool) -> Iterator[None]:
+    """Hold ``out`` while the run writes (nothing without ``out``); under a process group every rank learns whether
+    rank 0 could take it, so none waits on a rank that stopped."""
+    error: Exception | None = None
+    run_dir = RunDir(out, overwrite=overwrite) if out is not None else contextlib.nullcontext()
+    try:
+        run_dir.__enter__()
+    except Exception as err:  # re-raised below, after every rank has heard of it
+        error = err
+    if any_rank(error is not None):
+        if error is not None:
+            raise error
+        run_dir.__exit__(None, None, None)
+        raise RunDirError("--out: another rank could not take the run folder")
+    try:
+        yield
+    finally:
+        run_dir.__exit__(None, None, None)

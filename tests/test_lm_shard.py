@@ -1,0 +1,210 @@
+"""Sharded LM activation harvests (:mod:`datacomp.lm.shard`): contiguous slices per rank, gathers in pool order, and a
+2-process gloo ``torchrun`` job on the tiny Llama whose activations, cost and ``select --embedder lm:`` selection
+match one process's.
+
+Run as a script (``python tests/test_lm_shard.py OUT MODEL RECORDS``) it is the worker each torchrun rank executes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datacomp.errors import ConfigError, DataError
+from datacomp.lm.shard import (all_gather_concat, all_gather_json, any_rank, gather_in_order, local_range, ranks,
+                               shard_range)
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = "{instruction} {output}"
+N_RECORDS, BUDGET = 10, 4
+# (name, batch size, bf16): batch size 1 puts every record in a forward of its own in both runs (bit-identical);
+# batch size 3 batches the records of a slice differently from the whole pool's batches (rounding-level differences).
+CONFIGS = (("bs1", 1, False), ("bs3", 3, False), ("bs3-bf16", 3, True))
+
+
+# ------------------------------------------------------------------------------------------------------ shard_range
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 10, 13])
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 7, 16])
+def test_shard_range_covers_the_pool_contiguously_and_balanced(n: int, world: int) -> None:
+    spans = [shard_range(n, rank, world) for rank in range(world)]
+    assert [i for s in spans for i in s] == list(range(n))  # covers all, once, in rank order
+    assert all(s.step == 1 for s in spans)
+    assert all(a.stop == b.start for a, b in zip(spans, spans[1:]))  # contiguous
+    sizes = [len(s) for s in spans]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)  # balanced, larger first
+
+
+def test_shard_range_with_more_ranks_than_items_leaves_the_last_ranks_empty() -> None:
+    assert [list(shard_range(3, r, 5)) for r in range(5)] == [[0], [1], [2], [], []]
+    assert [list(shard_range(10, r, 3)) for r in range(3)] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
+@pytest.mark.parametrize("args, match", [((5, 2, 2), "rank must be in 0..1"), ((5, 0, 0), "world"),
+                                         ((-1, 0, 1), "n \\(items"), ((5, -1, 2), "rank"), ((5.0, 0, 1), "n "),
+                                         ((5, True, 2), "rank")])
+def test_shard_range_refuses_bad_arguments(args, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        shard_range(*args)
+
+
+def test_without_a_process_group_everything_is_a_no_op() -> None:
+    assert ranks().world == 1 and ranks().is_main
+    assert local_range(7) == range(7)
+    x = np.arange(12.0).reshape(6, 2)
+    assert gather_in_order(x, 6) is x and all_gather_concat(x) is x
+    t = torch.ones(3, 2)
+    assert gather_in_order(t, 3) is t
+    assert all_gather_json({"a": 1}) == [{"a": 1}]
+    assert any_rank(True) and not any_rank(False)
+    with pytest.raises(DataError, match="holds 6 rows but its slice of the 5 records has 5"):
+        gather_in_order(x, 5)
+
+
+# ----------------------------------------------------------------------------------------------- the tiny LM runs
+def _records(rng_seed: int = 0) -> list[dict]:
+    from tiny_lm import WORDS
+
+    rng = np.random.default_rng(rng_seed)
+    return [{"instruction": " ".join(rng.choice(WORDS, size=int(rng.integers(2, 6)))), "input": "",
+             "output": " ".join(rng.choice(WORDS, size=int(rng.integers(1, 20))))} for _ in range(N_RECORDS)]
+
+
+def _texts(records: list[dict]) -> list[str]:
+    return [TEMPLATE.format(**r) for r in records]
+
+
+def _harvest(lm, texts: list[str], name: str, batch_size: int, bf16: bool) -> dict:
+    """Record and token activations of ``texts`` (no cache) and the FLOPs of the record harvest."""
+    from datacomp.cost import CostLedger
+    from datacomp.lm import ActivationConfig, record_activations, token_activations
+
+    cfg = ActivationConfig(batch_size=batch_size, bf16=bf16)
+    ledger = CostLedger()
+    rec = record_activations(lm, texts, cfg, cache=False, ledger=ledger)
+    tok = token_activations(lm, texts, cfg, cache=False)
+    phase = ledger["lm-activations"]
+    return {f"{name}-mean": rec.mean, f"{name}-counts": rec.counts, f"{name}-vectors": tok.vectors,
+            f"{name}-records": tok.records, f"{name}-tmean": tok.mean, f"{name}-flops": np.array(phase.flops_forward),
+            f"{name}-calls": np.array(phase.calls)}
+
+
+def _select(model: Path, records: Path, out: Path | None):
+    """``datacomp select --method kcenter --embedder lm:MODEL --budget 4 [--out OUT]`` (the library call)."""
+    from datacomp.selectors import SelectOptions, TextOptions, select_dataset
+
+    return select_dataset(str(records), "kcenter", budget=BUDGET, options=SelectOptions(
+        out=out, device="cpu", quiet=True, text=TextOptions(template=TEMPLATE, embedder=f"lm:{model}")))
+
+
+def worker(out: Path, model: Path, records: Path) -> None:
+    """One torchrun rank: the harvests of :data:`CONFIGS`, then the selection (rank 0 writes ``out/run``) and the
+    same selection again (served from the cache entry rank 0 wrote); every rank saves what it got as
+    ``out/rank{R}.npz``."""
+    from datacomp.lm import load_lm
+    from datacomp.lm.shard import torchrun_group
+
+    torch.set_num_threads(1)
+    with torchrun_group("cpu") as group:
+        lm = load_lm(str(model), device="cpu")
+        texts = _texts(json.loads(records.read_text()))
+        arrays = {}
+        for name, batch_size, bf16 in CONFIGS:
+            arrays.update(_harvest(lm, texts, name, batch_size, bf16))
+        first = _select(model, records, out / "run")
+        again = _select(model, records, None)
+        arrays.update(indices=first.selection.indices, again=again.selection.indices, world=np.array(group.world),
+                      rank=np.array(group.rank), wrote=np.array(first.out is not None),
+                      from_cache=np.array([first.record.extra["lm"]["from_cache"],
+                                           again.record.extra["lm"]["from_cache"]]))
+        np.savez(out / f"rank{group.rank}.npz", **arrays)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    pytest.importorskip("transformers", reason='needs the [llm] extra: pip install -e ".[llm]"')
+    from tiny_lm import save_tiny_llama
+
+    folder = tmp_path_factory.mktemp("shard")
+    records = folder / "records.json"
+    records.write_text(json.dumps(_records()))
+    return save_tiny_llama(folder / "tiny-llama"), records
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_harvest_and_select_like_one_process(tiny, tmp_path: Path, monkeypatch) -> None:
+    from datacomp.lm import load_lm
+
+    model, records = tiny
+    cache = tmp_path / "cache"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "DATACOMP_CACHE": str(cache)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", str(Path(__file__)), str(tmp_path), str(model), str(records)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0, r1 = (dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(2))
+    assert int(r0["world"]) == int(r1["world"]) == 2 and int(r1["rank"]) == 1
+
+    lm = load_lm(str(model), device="cpu")
+    texts = _texts(json.loads(records.read_text()))
+    single: dict = {}
+    halves: list[dict] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as on each rank: the thread count changes how CPU kernels split their sums
+    try:
+        for name, batch_size, bf16 in CONFIGS:
+            single.update(_harvest(lm, texts, name, batch_size, bf16))
+            halves.append({**_harvest(lm, texts[:5], name, batch_size, bf16),
+                           **{k + "-b": v for k, v in _harvest(lm, texts[5:], name, batch_size, bf16).items()}})
+    finally:
+        torch.set_num_threads(threads)
+    for rank in (r0, r1):  # the gathered result, in pool order, on every rank
+        for name, _, _ in CONFIGS:
+            for part in ("counts", "records"):
+                assert np.array_equal(rank[f"{name}-{part}"], single[f"{name}-{part}"])
+            assert rank[f"{name}-vectors"].shape == single[f"{name}-vectors"].shape
+        for part in ("mean", "tmean", "vectors"):  # one record per forward: bit for bit
+            assert np.array_equal(rank[f"bs1-{part}"], single[f"bs1-{part}"])
+            # Batches of 3 within a slice differ from the whole pool's batches (other padded lengths and partners):
+            # the kernels then sum in another order. float32: a few 1e-9 on values up to ~0.05; bf16 autocast
+            # rounds the intermediates to 8 bits of mantissa: ~1e-5.
+            np.testing.assert_allclose(rank[f"bs3-{part}"], single[f"bs3-{part}"], rtol=0, atol=1e-7)
+            np.testing.assert_allclose(rank[f"bs3-bf16-{part}"], single[f"bs3-bf16-{part}"], rtol=0, atol=1e-4)
+    for (name, _, _), half in zip(CONFIGS, halves):  # each rank's own FLOPs (shape formulas: exact), summed
+        for rank in (r0, r1):
+            assert float(rank[f"{name}-flops"]) == float(half[f"{name}-flops"]) + float(half[f"{name}-flops-b"]) > 0
+            assert int(rank[f"{name}-calls"]) == 2
+            # the slices' results are what each rank contributed: bit for bit
+            assert np.array_equal(rank[f"{name}-mean"], np.concatenate([half[f"{name}-mean"],
+                                                                        half[f"{name}-mean-b"]]))
+
+    # select --embedder lm: under torchrun: the same indices on both ranks and as one process; rank 0 alone wrote
+    # the run folder and the one cache entry, which served the second selection on both ranks.
+    assert np.array_equal(r0["indices"], r1["indices"]) and np.array_equal(r0["again"], r0["indices"])
+    assert bool(r0["wrote"]) and not bool(r1["wrote"])
+    assert r0["from_cache"].tolist() == r1["from_cache"].tolist() == [False, True]
+    written = json.loads((tmp_path / "run" / "indices.json").read_text())["indices"]
+    assert written == r0["indices"].tolist()
+    assert len(list((cache / "lm" / "activations").glob("record-*.npz"))) == 1
+    monkeypatch.setenv("DATACOMP_CACHE", str(tmp_path / "cache-single"))
+    single_run = _select(model, records, tmp_path / "single")
+    assert single_run.selection.indices.tolist() == written
+    multi_record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert multi_record["output_sha256"] == single_run.record.output_sha256
+
+
+if __name__ == "__main__":
+    worker(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
