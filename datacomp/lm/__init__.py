@@ -7,7 +7,10 @@ weights). Importing this package does not import transformers; :func:`load_lm` d
 * :func:`iter_token_activations` (streaming, for SAE training), :func:`record_activations` (mean-pooled [N, d] and
   token counts, cached), :func:`token_activations` (all token vectors, cached);
 * :func:`lm_embeddings` / :func:`parse_lm_embedder`: ``--embedder lm:NAME`` for geometric selectors;
-* :func:`hidden_at_layer`, :func:`layer_attention`: forwards that stop at one layer.
+* :func:`hidden_at_layer`, :func:`layer_attention`: forwards that stop at one layer;
+* :mod:`~datacomp.lm.shard`: under ``torchrun``, contiguous record slices per rank (:func:`shard_range`,
+  :func:`local_range`) and gathers back in pool order on every rank (:func:`gather_in_order`,
+  :func:`all_gather_concat`); the cached harvests use them.
 """
 
 from .activations import (ActivationConfig, RecordActivations, TokenActivations, TokenBatch, activation_cache_key,
@@ -17,6 +20,8 @@ from .embed import LM_EMBEDDER_PREFIX, lm_embeddings, parse_lm_embedder
 from .forward import (content_mask, decoder_layers, encode_texts, final_norm, hidden_at_layer, layer_attention,
                       layer_index, pad_batch)
 from .models import INSTALL_HINT, LM_REGISTRY, LanguageModel, load_lm, model_digest, resolve_lm
+from .shard import (Ranks, all_gather_concat, all_gather_json, any_rank, gather_in_order, join_torchrun, local_range,
+                    ranks, shard_range, torchrun_group)
 
 __all__ = [
     "LM_REGISTRY", "LanguageModel", "load_lm", "resolve_lm", "model_digest", "INSTALL_HINT",
@@ -24,4 +29,6 @@ __all__ = [
     "record_activations", "token_activations", "activation_cache_key", "texts_digest", "length_batches",
     "decoder_layers", "final_norm", "layer_index", "encode_texts", "pad_batch", "content_mask", "hidden_at_layer",
     "layer_attention", "LM_EMBEDDER_PREFIX", "parse_lm_embedder", "lm_embeddings",
+    "Ranks", "shard_range", "local_range", "ranks", "join_torchrun", "torchrun_group", "gather_in_order",
+    "all_gather_concat", "all_gather_json", "any_rank",
 ]

@@ -15,9 +15,11 @@ Two consumers:
 Under ``torchrun`` (or any initialised default process group) :func:`record_activations` and
 :func:`token_activations` split the records into contiguous slices, one per rank (:mod:`datacomp.lm.shard`); each
 rank harvests its slice with the same length-sorted batching, the results are gathered in record order on every rank,
-only rank 0 writes the cache entry, and the ``lm-activations`` cost phase is every rank's own, summed. Per-record
-values do not depend on the batch a record shares on CPU (right padding, causal attention), so the result equals a
-single process's. :func:`iter_token_activations` streams the whole pool on every rank.
+only rank 0 writes the cache entry, and the ``lm-activations`` cost phase is every rank's own, summed. A record's
+vectors depend on the batch it shares only through rounding (another padded length and other batch partners make the
+kernels sum in another order): with ``batch_size=1`` the gathered result equals a single process's bit for bit,
+otherwise to float32 rounding (a few 1e-9 on the tiny test Llama; ~1e-5 under bf16 autocast), the same difference
+as changing ``batch_size`` in one process. :func:`iter_token_activations` streams the whole pool on every rank.
 
 The cache (``$DATACOMP_CACHE/lm/activations``) is keyed by the model digest, the tokenizer files, the layer, the
 settings and a SHA-256 over the full texts; entries are ``.npz`` (read with ``allow_pickle=False``), written
@@ -282,6 +284,7 @@ def _cached(cls: type, lm: LanguageModel, texts: Sequence[str], config: Activati
             ledger: Any) -> Any:
     texts = _check_texts(texts)
     config.check()
+    join_torchrun(lm.device)  # before the first collective (any_rank): every rank joins the group here
     kind = "tokens" if cls is TokenActivations else "record"
     key_config = _key_config(lm, texts, config, kind)
     key = activation_cache_key(lm, texts, config, kind)
