@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -105,26 +106,26 @@ def _select(model: Path, records: Path, out: Path | None):
 
 
 def worker(out: Path, model: Path, records: Path) -> None:
-    """One torchrun rank: the harvests of :data:`CONFIGS`, then the selection (rank 0 writes ``out/run``) and the
-    same selection again (served from the cache entry rank 0 wrote); every rank saves what it got as
-    ``out/rank{R}.npz``."""
+    """One torchrun rank: the selection (rank 0 writes ``out/run``; the process group lives for the call), the same
+    selection again (served from the cache entry rank 0 wrote), then the harvests of :data:`CONFIGS` (the first one
+    joins the group); every rank saves what it got as ``out/rank{R}.npz``."""
     from datacomp.lm import load_lm
-    from datacomp.lm.shard import torchrun_group
+    from datacomp.lm.shard import ranks
 
     torch.set_num_threads(1)
-    with torchrun_group("cpu") as group:
-        lm = load_lm(str(model), device="cpu")
-        texts = _texts(json.loads(records.read_text()))
-        arrays = {}
-        for name, batch_size, bf16 in CONFIGS:
-            arrays.update(_harvest(lm, texts, name, batch_size, bf16))
-        first = _select(model, records, out / "run")
-        again = _select(model, records, None)
-        arrays.update(indices=first.selection.indices, again=again.selection.indices, world=np.array(group.world),
-                      rank=np.array(group.rank), wrote=np.array(first.out is not None),
-                      from_cache=np.array([first.record.extra["lm"]["from_cache"],
-                                           again.record.extra["lm"]["from_cache"]]))
-        np.savez(out / f"rank{group.rank}.npz", **arrays)
+    first = _select(model, records, out / "run")
+    again = _select(model, records, None)
+    lm = load_lm(str(model), device="cpu")
+    texts = _texts(json.loads(records.read_text()))
+    arrays = {}
+    for name, batch_size, bf16 in CONFIGS:
+        arrays.update(_harvest(lm, texts, name, batch_size, bf16))
+    group = ranks()
+    arrays.update(indices=first.selection.indices, again=again.selection.indices, world=np.array(group.world),
+                  rank=np.array(group.rank), wrote=np.array(first.out is not None),
+                  from_cache=np.array([first.record.extra["lm"]["from_cache"],
+                                       again.record.extra["lm"]["from_cache"]]))
+    np.savez(out / f"rank{group.rank}.npz", **arrays)
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +154,15 @@ def test_torchrun_two_ranks_harvest_and_select_like_one_process(tiny, tmp_path: 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "DATACOMP_CACHE": str(cache)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
            f"--master_port={_free_port()}", str(Path(__file__)), str(tmp_path), str(model), str(records)]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
+        proc.communicate()
+        pytest.fail("the 2-process torchrun job did not finish in 120 s")
+    assert proc.returncode == 0, stderr[-3000:]
     r0, r1 = (dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(2))
     assert int(r0["world"]) == int(r1["world"]) == 2 and int(r1["rank"]) == 1
 

@@ -21,7 +21,7 @@ from .forward import (content_mask, decoder_layers, encode_texts, final_norm, hi
                       layer_index, pad_batch)
 from .models import INSTALL_HINT, LM_REGISTRY, LanguageModel, load_lm, model_digest, resolve_lm
 from .shard import (Ranks, all_gather_concat, all_gather_json, any_rank, gather_in_order, join_torchrun, local_range,
-                    ranks, shard_range, torchrun_group)
+                    ranks, shard_range)
 
 __all__ = [
     "LM_REGISTRY", "LanguageModel", "load_lm", "resolve_lm", "model_digest", "INSTALL_HINT",
@@ -29,6 +29,6 @@ __all__ = [
     "record_activations", "token_activations", "activation_cache_key", "texts_digest", "length_batches",
     "decoder_layers", "final_norm", "layer_index", "encode_texts", "pad_batch", "content_mask", "hidden_at_layer",
     "layer_attention", "LM_EMBEDDER_PREFIX", "parse_lm_embedder", "lm_embeddings",
-    "Ranks", "shard_range", "local_range", "ranks", "join_torchrun", "torchrun_group", "gather_in_order",
+    "Ranks", "shard_range", "local_range", "ranks", "join_torchrun", "gather_in_order",
     "all_gather_concat", "all_gather_json", "any_rank",
 ]

@@ -3,7 +3,12 @@
 Each rank takes one contiguous, balanced slice of the pool (:func:`shard_range`); after the work, every rank calls
 :func:`gather_in_order` (arrays whose first axis is one row per record of the rank's slice) or
 :func:`all_gather_concat` (a variable number of rows per rank, e.g. token vectors of the slice's records) and gets
-the whole result, in pool order, on *every* rank, so what follows (a selection, a score) is the same everywhere.
+the whole result, in pool order, on *every* rank, so what follows (a selection, a score) is the same everywhere::
+
+    join_torchrun(device)                            # under torchrun: join (or start) the process group
+    span = local_range(len(texts))                   # this rank's records
+    local = score(texts[span.start:span.stop])       # [len(span), ...]
+    scores = gather_in_order(local, len(texts))      # [N, ...], pool order, on every rank
 
 The process group is the default ``torch.distributed`` one: ``gloo`` on CPU, ``nccl`` on CUDA (tensors then travel
 on the rank's current CUDA device). Under ``torchrun`` without a group yet, :func:`join_torchrun` initialises it
@@ -15,11 +20,10 @@ Gathers move tensors only (JSON travels as UTF-8 bytes); nothing is pickled.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +31,8 @@ import torch.distributed as dist
 
 from datacomp.errors import ConfigError, DataError
 
-__all__ = ["Ranks", "shard_range", "ranks", "join_torchrun", "torchrun_group", "local_range", "all_gather_concat",
-           "gather_in_order", "all_gather_json", "any_rank"]
+__all__ = ["Ranks", "shard_range", "ranks", "join_torchrun", "local_range", "all_gather_concat", "gather_in_order",
+           "all_gather_json", "any_rank"]
 
 
 @dataclass(frozen=True)
@@ -86,32 +90,26 @@ def _launched_by_torchrun() -> bool:
 def join_torchrun(device: str | torch.device | None = None) -> Ranks:
     """:func:`ranks`, after initialising the default process group when the process was launched by ``torchrun``
     (``WORLD_SIZE > 1``) and none exists yet (:func:`datacomp.distillers.distributed.setup`: ``gloo`` on CPU,
-    ``nccl`` with ``cuda:LOCAL_RANK`` on CUDA). A group initialised here is destroyed at interpreter exit."""
+    ``nccl`` with ``cuda:LOCAL_RANK`` on CUDA). The group then lives until the interpreter exits, so later calls (a
+    second selection in the same job) use it too: torchrun's rendezvous cannot be joined twice.
+
+    Returns:
+        :class:`Ranks` whose ``device`` is the one this rank should use: ``cuda:LOCAL_RANK`` (or the current CUDA
+        device) for a CUDA ``device``, else ``device`` as given (None when None).
+    """
     if not (dist.is_available() and dist.is_initialized()) and _launched_by_torchrun():
         from datacomp.distillers.distributed import setup
 
         ctx = setup(device)
         atexit.register(ctx.close)
         return Ranks(ctx.rank, ctx.world_size, str(ctx.device))
-    return ranks()
-
-
-@contextlib.contextmanager
-def torchrun_group(device: str | torch.device | None = None) -> Iterator[Ranks]:
-    """A block that runs as one rank of a ``torchrun`` job: the group is initialised on entry when the process was
-    launched by torchrun (and destroyed on exit when initialised here); yields :class:`Ranks` with the device this
-    rank should use (``cuda:LOCAL_RANK`` on CUDA, else ``device`` unchanged)."""
-    if (dist.is_available() and dist.is_initialized()) or not _launched_by_torchrun():
-        current = ranks()
-        yield Ranks(current.rank, current.world, None if device is None else str(device))
-        return
-    from datacomp.distillers.distributed import setup
-
-    ctx = setup(device)
-    try:
-        yield Ranks(ctx.rank, ctx.world_size, str(ctx.device))
-    finally:
-        ctx.close()
+    current = ranks()
+    if device is None:
+        return current
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and current.distributed and torch.cuda.is_initialized():
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return Ranks(current.rank, current.world, str(dev))
 
 
 def local_range(n: int) -> range:
