@@ -19,7 +19,7 @@ from .io import RUN_FILE, package_versions, read_json, write_json
 __all__ = ["RunRecord", "RUN_KINDS", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
-RUN_KINDS = ("subset", "distill", "select", "eval", "train", "compress")
+RUN_KINDS = ("subset", "distill", "select", "eval", "train", "compress", "finetune")
 
 
 @dataclass

@@ -22,7 +22,7 @@ __all__ = ["main", "build_parser", "protocol_help"]
 
 # The command modules, in the order `datacomp --help` lists them.
 _MODULES = ("datacomp.cli.data", "datacomp.cli.subset", "datacomp.cli.evaluate", "datacomp.cli.distill",
-            "datacomp.cli.select", "datacomp.cli.compress", "datacomp.cli.report", "datacomp.cli.demo")
+            "datacomp.cli.select", "datacomp.cli.finetune", "datacomp.cli.compress", "datacomp.cli.report", "datacomp.cli.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
