@@ -8,6 +8,7 @@ weights). Importing this package does not import transformers; :func:`load_lm` d
   token counts, cached), :func:`token_activations` (all token vectors, cached);
 * :func:`lm_embeddings` / :func:`parse_lm_embedder`: ``--embedder lm:NAME`` for geometric selectors;
 * :func:`hidden_at_layer`, :func:`layer_attention`: forwards that stop at one layer;
+* :func:`whisper_scores` / :class:`WhispererConfig`: Data Whisperer's in-context-learning scores of records;
 * :mod:`~datacomp.lm.shard`: under ``torchrun``, contiguous record slices per rank (:func:`shard_range`,
   :func:`local_range`) and gathers back in pool order on every rank (:func:`gather_in_order`,
   :func:`all_gather_concat`); the cached harvests use them.
@@ -22,6 +23,7 @@ from .forward import (content_mask, decoder_layers, encode_texts, final_norm, hi
 from .models import INSTALL_HINT, LM_REGISTRY, LanguageModel, load_lm, model_digest, resolve_lm
 from .shard import (Ranks, all_gather_concat, all_gather_json, any_rank, gather_in_order, join_torchrun, local_range,
                     ranks, shard_range)
+from .whisperer import WhispererConfig, WhispererResult, whisper_scores
 
 __all__ = [
     "LM_REGISTRY", "LanguageModel", "load_lm", "resolve_lm", "model_digest", "INSTALL_HINT",
@@ -29,6 +31,7 @@ __all__ = [
     "record_activations", "token_activations", "activation_cache_key", "texts_digest", "length_batches",
     "decoder_layers", "final_norm", "layer_index", "encode_texts", "pad_batch", "content_mask", "hidden_at_layer",
     "layer_attention", "LM_EMBEDDER_PREFIX", "parse_lm_embedder", "lm_embeddings",
+    "WhispererConfig", "WhispererResult", "whisper_scores",
     "Ranks", "shard_range", "local_range", "ranks", "join_torchrun", "gather_in_order",
     "all_gather_concat", "all_gather_json", "any_rank",
 ]

@@ -41,7 +41,7 @@ from datacomp.cost import CostLedger
 from datacomp.errors import ConfigError
 from datacomp.io import package_versions
 
-from . import methods_geometry, methods_sae, methods_scores  # noqa: F401  (they register the methods)
+from . import methods_geometry, methods_icl, methods_sae, methods_scores  # noqa: F401  (they register the methods)
 from .budgets import class_budgets
 from .inputs import INPUT_NAMES, Inputs, check_int, jsonable
 from .registry import SELECTORS, SelectorSpec, subset

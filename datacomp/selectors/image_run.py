@@ -35,6 +35,9 @@ def check_image_job(job: Job) -> None:
     if job.spec.source == "lengths":
         raise ConfigError(f"{job.method} ranks items by text length: use it on a text dataset "
                           "(.json/.jsonl/.parquet)")
+    if job.spec.source == "icl":
+        raise ConfigError(f"{job.method} scores instruction records with a causal LM: use it on a text dataset "
+                          "(.json/.jsonl/.parquet)")
     job.options.proxy.check(job.spec.source == "dynamics", job.method)
     job.options.eval.check()
     get_protocol(job.options.eval.protocol)  # bad names fail before any work

@@ -34,8 +34,9 @@ from datacomp.registry import Registry
 __all__ = ["SELECTORS", "SelectorSpec", "register_selector", "SOURCES", "missing_input", "base_pool", "subset"]
 
 # What a dataset-level selection computes for a method: nothing, model features / text embeddings, a proxy's
-# training dynamics (images only), or per-record lengths (text only).
-SOURCES = ("none", "features", "dynamics", "lengths")
+# training dynamics (images only), per-record lengths (text only), or in-context-learning scores of a causal LM
+# (text only).
+SOURCES = ("none", "features", "dynamics", "lengths", "icl")
 _RUN_RESERVED = ("pool", "budget", "rng")
 
 

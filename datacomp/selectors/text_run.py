@@ -20,6 +20,7 @@ from datacomp.record import RunRecord
 
 from .budgets import resolve_size
 from .embeddings import embed_texts
+from .icl_inputs import check_icl_job, icl_inputs
 from .job import Job, SelectionRun
 from .lm_inputs import check_lm_options, lm_inputs, lm_model_name
 from .registry import SELECTORS
@@ -39,6 +40,8 @@ def check_text_job(job: Job) -> None:
         job.options.sae.check()
     if job.spec.source == "features":
         check_lm_options(job.options.text)
+    if job.spec.source == "icl":
+        check_icl_job(job)
 
 
 def load_text(job: Job, source: str) -> TextDataset:
@@ -67,7 +70,9 @@ def _inputs(job: Job, tds: TextDataset, config: dict) -> dict:
     if job.spec.source == "lengths" or (job.method == "sae-simscale" and job.params.get("order_by") == "length"):
         inputs["lengths"] = tds.lengths(None if opts.length_field == "text" else opts.length_field)
         config["length_field"] = opts.length_field
-    if job.spec.source == "features" and lm_model_name(opts) is not None:
+    if job.spec.source == "icl":
+        inputs.update(icl_inputs(job, tds.texts, config))
+    elif job.spec.source == "features" and lm_model_name(opts) is not None:
         inputs.update(lm_inputs(job, tds.texts, config))
     elif job.spec.source == "features":
         emb = embed_texts(tds.texts, opts.embedder, device=job.device, ledger=job.ledger, progress=job.progress,
@@ -107,6 +112,8 @@ def run_text(job: Job, tds: TextDataset) -> SelectionRun:
         extra["lm"] = config["lm"]
     if "sae_tokens" in config:
         extra["sae"] = config.pop("sae_tokens")
+    if "whisperer" in config:
+        extra["whisperer"] = config["whisperer"]
     record = RunRecord(
         kind="select", method=job.method, dataset=tds.name, seed=job.seed, config=config, cost=job.ledger.to_dict(),
         num_items=len(sel), ipc=job.size.ipc, fraction=job.size.fraction, full_train_size=n, output_sha256=digest,

@@ -1,0 +1,515 @@
+"""Data Whisperer (Wang et al., ACL 2025, arXiv 2505.12212): training-free scoring of fine-tuning records by few-shot
+in-context learning with the model to be fine-tuned.
+
+Plan (no validation set): the pool is split into ``folds`` folds by a seeded permutation (``folds = 2`` in the
+paper). For each fold, its items are shuffled and cut into ``ceil(len / n_demos)`` chunks of ``n_demos`` or
+``n_demos - 1`` items (``numpy.array_split``), so every item of the fold is a demonstration exactly once in the
+fold's pass (and a candidate query in the other folds' passes); each chunk is one episode, and each episode draws ``n_queries`` distinct queries from the items of the other folds (one
+``numpy.random.default_rng(seed)`` stream, drawn in episode order, so the plan depends on ``(n, config)`` only).
+
+Episode: the prompt is the demonstrations' full texts (prompt + reference response) separated by a blank line,
+then the query's prompt (ending with ``"### Response:\\n"``). The answer is decoded greedily (argmax, with a KV cache)
+for at most ``max_new_tokens`` tokens, ending at EOS or where the model starts a new ``"\\n### "`` section (another
+record of the template); it is scored against the query's reference with the task metric. Context-aware weights at
+decoder layer ``layer`` (attention probabilities averaged over heads, eager attention)::
+
+    a_i = sum_{r in answer tokens} sum_{u in demo_i tokens} A[r, u] / (len_i * n_r),     w_i = a_i / sum_j a_j
+
+Each demonstration accumulates ``w_i * metric(answer_q, reference_q)`` over the episode's queries and its count grows
+by ``n_queries``; the score is accumulated / count.
+
+**Deviation from the paper's code**: there, one prompt holds all ``n_queries`` queries and the model answers them
+together. A small model does not reliably answer several questions in one reply, so here each query is answered in
+its own prompt with the *identical* demonstration context; the ``n_queries`` prompts of an episode are decoded as one
+batch, and each query gives its own weights ``w_i`` (from the attention of its own answer).
+
+How it runs (same numbers as one forward pass over each full prompt, up to float rounding; tested): the context
+(BOS, demonstrations, separators) of a group of episodes goes through the model once, left-padded, and its KV cache
+is repeated for the episodes' queries; the queries, left-padded, continue it (the padding sits between context and
+query and is masked; positions count real tokens only) and are decoded greedily. The cache is then cut back to the
+context and ``query + answer`` is run again up to the attention of ``layer``, where a hook reads the weights of the
+answer tokens and stops the pass. The context is therefore computed once per episode, not once per query.
+
+Other choices, recorded in :attr:`WhispererResult.config`:
+
+* tokens are concatenated, not the strings: ``[BOS] demo_1 sep demo_2 sep ... sep query_prompt`` with ``sep`` the
+  tokens of ``"\\n\\n"``, so the span of each demonstration is exact; each demonstration is cut to its first
+  ``max_length`` tokens and each query prompt to its last ``max_length`` tokens (it keeps its ``### Response:`` line);
+* the answer tokens ``r`` are the answer text (after the cut at EOS / ``"\\n### "``) re-encoded after the query
+  prompt; an empty answer gets uniform weights (its metric is 0 for every task metric anyway);
+* ``layer`` defaults to the released code's 11 when the model has more than 11 decoder layers, else the last layer.
+
+Cost: the ledger phase ``lm-icl-scoring`` records the wall time and analytic forward FLOPs, ``2 x parameters`` per
+processed token (padding included): decoder layers for every context, query and generated token, the LM head for
+generated tokens, the layers up to ``layer`` for the attention pass; the attention-score FLOPs (quadratic in the
+context) are not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from datacomp.errors import ConfigError, DataError
+
+from .forward import decoder_layers, layer_index, precision, uses_bf16
+from .models import LanguageModel
+
+__all__ = ["WhispererConfig", "WhispererResult", "EpisodePlan", "Episode", "whisper_scores", "plan_episodes",
+           "episode_weights", "default_layer", "check_pool", "RELEASED_LAYER", "STOP_MARKER", "SEPARATOR"]
+
+RELEASED_LAYER = 11  # the released code's layer for models it has no specific setting for
+STOP_MARKER = "\n### "  # a new template section: the model has started another record
+SEPARATOR = "\n\n"
+
+
+def default_layer(num_layers: int) -> int:
+    """The layer of the weights when none is given: 11 (the released code's default) if the model has more than 11
+    decoder layers, else the last one."""
+    return RELEASED_LAYER if num_layers > RELEASED_LAYER else num_layers - 1
+
+
+def _positive_int(value: Any, name: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum} (--set {name}=N), got {value!r}")
+
+
+@dataclass(frozen=True)
+class WhispererConfig:
+    """Settings of :func:`whisper_scores` (module docstring).
+
+    Attributes:
+        n_demos: demonstrations per episode (paper: 5).
+        n_queries: queries per episode (paper: 3).
+        folds: folds of the pool; an episode's queries come from the other folds (paper: 2).
+        layer: decoder layer of the attention weights (0-based, -1 = last); None: :func:`default_layer`.
+        max_new_tokens: longest answer, in tokens.
+        batch_size: prompts per generation call; whole episodes are batched together
+            (``max(1, batch_size // n_queries)`` episodes per call).
+        max_length: tokens kept of each demonstration (its start) and of each query prompt (its end).
+        seed: seed of the fold split, the episode chunks and the query draws.
+        bf16: bf16 autocast (None: where the device computes bf16 natively; float32 weights only).
+    """
+
+    n_demos: int = 5
+    n_queries: int = 3
+    folds: int = 2
+    layer: int | None = None
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    max_length: int = 1024
+    seed: int = 0
+    bf16: bool | None = None
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad setting."""
+        _positive_int(self.n_demos, "n_demos")
+        _positive_int(self.n_queries, "n_queries")
+        _positive_int(self.folds, "folds", 2)
+        _positive_int(self.max_new_tokens, "max_new_tokens")
+        _positive_int(self.batch_size, "batch_size")
+        _positive_int(self.max_length, "max_length")
+        _positive_int(self.seed, "seed", 0)
+        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, (int, np.integer))):
+            raise ConfigError(f"layer must be an integer decoder layer (0-based, -1 = last) or None, got {self.layer!r}")
+        if self.bf16 is not None and not isinstance(self.bf16, bool):
+            raise ConfigError(f"bf16 must be true, false or None, got {self.bf16!r}")
+
+
+@dataclass
+class WhispererResult:
+    """What :func:`whisper_scores` returns.
+
+    Attributes:
+        scores: ``[n]`` accumulated weighted metric / count of each pool item.
+        counts: ``[n]`` queries each item was a demonstration for (``folds * n_queries``).
+        episodes: number of episodes (over all folds).
+        seconds: wall time of the scoring (tokenisation, generation, attention).
+        generated_tokens: tokens generated (each answer up to its EOS; tokens past the stop marker included).
+        metric_mean: mean task metric over all answered queries.
+        config: the settings used (resolved layer, model layer count, truncation counts, the rules above).
+    """
+
+    scores: np.ndarray
+    counts: np.ndarray
+    episodes: int
+    seconds: float
+    generated_tokens: int
+    metric_mean: float
+    config: dict = field(default_factory=dict)
+
+    @property
+    def seconds_per_episode(self) -> float:
+        return self.seconds / max(self.episodes, 1)
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    """The episodes of a scoring run: ``demos[e]`` (pool indices), ``queries[e]`` ([n_queries] pool indices) and
+    ``fold[e]`` (the fold the demonstrations come from)."""
+
+    demos: list[np.ndarray]
+    queries: np.ndarray
+    fold: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.demos)
+
+
+def check_pool(n: int, config: WhispererConfig) -> None:
+    """Refuse a pool too small for a full episode in every fold: each fold must hold ``n_demos`` items and the
+    other folds ``n_queries`` (:class:`DataError` naming the sizes)."""
+    smallest, largest = n // config.folds, -(-n // config.folds)
+    if smallest < config.n_demos or n - largest < config.n_queries:
+        need = max(config.folds * config.n_demos, config.n_queries + -(-config.n_queries // (config.folds - 1)))
+        raise DataError(f"data-whisperer: a pool of {n} records is too small for folds={config.folds}, "
+                        f"n_demos={config.n_demos}, n_queries={config.n_queries} (every fold needs n_demos records "
+                        f"and the other folds n_queries); give at least {need} records or lower n_demos / n_queries")
+
+
+def plan_episodes(n: int, config: WhispererConfig) -> EpisodePlan:
+    """The seeded episode plan of a pool of ``n`` items (module docstring)."""
+    config.check()
+    check_pool(n, config)
+    rng = np.random.default_rng(config.seed)
+    folds = np.array_split(rng.permutation(n), config.folds)
+    demos: list[np.ndarray] = []
+    queries: list[np.ndarray] = []
+    fold_of: list[int] = []
+    for f, members in enumerate(folds):  # loop over the (few) folds
+        others = np.concatenate([m for g, m in enumerate(folds) if g != f])
+        chunks = np.array_split(rng.permutation(members), math.ceil(len(members) / config.n_demos))
+        for chunk in chunks:
+            demos.append(chunk)
+            queries.append(rng.choice(others, size=config.n_queries, replace=False))
+            fold_of.append(f)
+    return EpisodePlan(demos, np.stack(queries).astype(np.int64), np.asarray(fold_of, dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------------------------------- episodes
+@dataclass(frozen=True)
+class Episode:
+    """The tokens of one episode: ``prefix`` (BOS, if the tokenizer adds one), each demonstration, the separator
+    between demonstrations and each query prompt."""
+
+    prefix: list[int]
+    demos: list[list[int]]
+    sep: list[int]
+    queries: list[list[int]]
+
+    def context(self) -> tuple[list[int], list[tuple[int, int]]]:
+        """``prefix + demo_1 + sep + ... + demo_k + sep`` and the ``[start, end)`` span of each demonstration."""
+        ids, spans = list(self.prefix), []
+        for demo in self.demos:
+            spans.append((len(ids), len(ids) + len(demo)))
+            ids.extend(demo)
+            ids.extend(self.sep)
+        return ids, spans
+
+
+class _Stop(Exception):
+    """Raised by the hook on the chosen attention module to end the forward pass there."""
+
+
+def _decoder(model: Any) -> Any:
+    get = getattr(model, "get_decoder", None)
+    base = get() if callable(get) else None
+    return base if base is not None else model.model
+
+
+def _cache_keyword(decoder: Any) -> str:
+    """The decoder's keyword for a KV cache: ``cache`` (transformers >= 5.x), else ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """``(ids, mask, offsets)`` of the rows padded on ``side``; ``offsets[b]`` = position of row b's first token."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    offsets = np.array([width - len(r) if side == "left" else 0 for r in rows], dtype=np.int64)
+    for b, row in enumerate(rows):
+        ids[b, offsets[b]:offsets[b] + len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+        mask[b, offsets[b]:offsets[b] + len(row)] = 1
+    return ids, mask, offsets
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position of every token counted over the real tokens before it (padding anywhere in the row is skipped)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class _Context:
+    """The shared demonstration context of a group of episodes: one forward pass (left padding), its KV cache
+    repeated for the episodes' queries (rows grouped by episode), and the demonstration label of every position."""
+
+    def __init__(self, model: Any, episodes: Sequence[Episode], pad_id: int) -> None:
+        counts = {len(e.queries) for e in episodes}
+        if len(counts) != 1 or 0 in counts:
+            raise ConfigError("every episode of a batch needs the same positive number of queries")
+        self.model, self.pad_id, self.n_queries = model, int(pad_id), counts.pop()
+        device = next(model.parameters()).device
+        contexts = [e.context() for e in episodes]
+        ids, mask, offsets = _pad([c[0] for c in contexts], pad_id, "left")
+        self.decoder = _decoder(model)
+        self.cache_keyword = _cache_keyword(self.decoder)
+        out = self.decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           position_ids=_positions(mask).to(device), use_cache=True)
+        self.cache = out["cache"] if "cache" in out else out["past_key_values"]
+        self.cache.batch_repeat_interleave(self.n_queries)
+        self.mask = mask.repeat_interleave(self.n_queries, dim=0).to(device)
+        self.queries = [list(q) for e in episodes for q in e.queries]
+        self.width = ids.shape[1]
+        self.tokens = int(ids.numel())  # processed by the context pass
+        n_demos = max(len(e.demos) for e in episodes)
+        self.demo_of = np.full((len(episodes), self.width), n_demos, dtype=np.int64)  # n_demos: no demonstration
+        self.lengths = np.ones((len(episodes), n_demos + 1), dtype=np.float64)
+        self.present = np.zeros((len(episodes), n_demos), dtype=bool)
+        for e, (_, spans) in enumerate(contexts):  # index bookkeeping of a few episodes
+            for i, (start, end) in enumerate(spans):
+                self.demo_of[e, offsets[e] + start:offsets[e] + end] = i
+                self.lengths[e, i] = max(end - start, 1)
+                self.present[e, i] = end > start
+        rows = np.repeat(np.arange(len(episodes)), self.n_queries)
+        self.demo_of, self.lengths, self.present = self.demo_of[rows], self.lengths[rows], self.present[rows]
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, **kwargs: Any) -> Any:
+        """The decoder on ``ids`` after what the cache holds (extends the cache)."""
+        return self.decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                            **{self.cache_keyword: self.cache}, **kwargs)
+
+    def _suffix(self, suffixes: Sequence[Sequence[int]], side: str) -> tuple[torch.Tensor, torch.Tensor,
+                                                                              torch.Tensor, np.ndarray]:
+        ids, smask, offsets = _pad(suffixes, self.pad_id, side)
+        mask = torch.cat([self.mask, smask.to(self.mask.device)], dim=1)
+        return ids.to(self.mask.device), mask, _positions(mask)[:, self.width:], offsets
+
+    def reset(self) -> None:
+        """Drop what a pass appended to the cache: it holds the context only again."""
+        extra = self.cache.get_seq_length() - self.width
+        if extra > 0:
+            self.cache.crop(-extra)
+
+    def generate(self, lm: LanguageModel, max_new_tokens: int) -> tuple[torch.Tensor, int]:
+        """Greedy continuation of ``context + query`` for every row (queries left-padded after the context):
+        ``([rows, steps] token ids (pad after a row's end), suffix tokens processed)``. A row ends at EOS or once
+        its text contains :data:`STOP_MARKER`."""
+        head, tok = self.model.get_output_embeddings(), lm.tokenizer
+        eos = torch.tensor(_eos_ids(lm), dtype=torch.long, device=self.mask.device)
+        ids, mask, pos, _ = self._suffix(self.queries, "left")
+        hidden = self._forward(ids, mask, pos).last_hidden_state[:, -1]
+        processed = int(ids.numel())
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        steps: list[torch.Tensor] = []
+        for step in range(max_new_tokens):  # greedy decoding, one token per step
+            nxt = torch.where(done, torch.full_like(done, self.pad_id, dtype=torch.long), head(hidden).argmax(-1))
+            steps.append(nxt)
+            done |= torch.isin(nxt, eos)
+            live = (~done).nonzero().flatten().tolist()
+            if live:
+                tails = tok.batch_decode(torch.stack(steps, 1)[live, -8:].tolist(), skip_special_tokens=True)
+                done[[r for r, t in zip(live, tails) if STOP_MARKER in t]] = True
+            if bool(done.all()) or step + 1 == max_new_tokens:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos[:, -1:] + 1
+            hidden = self._forward(nxt[:, None], mask, pos).last_hidden_state[:, -1]
+            processed += int(nxt.numel())
+        return torch.stack(steps, 1).cpu(), processed
+
+    def weights(self, answers: Sequence[Sequence[int]], layer: int, padding_side: str = "right"
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(a, w, suffix tokens processed)`` of every row from the attention of its answer tokens at ``layer``
+        (``query + answer`` after the cached context; module docstring). ``a``, ``w``: [rows, D], 0 where a row's
+        episode has fewer than D demonstrations; a row without answer tokens gets ``a = 0`` and uniform ``w``."""
+        if padding_side not in ("left", "right"):
+            raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        self.reset()
+        suffixes = [list(q) + list(a) for q, a in zip(self.queries, answers)]
+        ids, mask, pos, offsets = self._suffix(suffixes, padding_side)
+        answer = np.zeros(ids.shape, dtype=bool)
+        for r, (q, a) in enumerate(zip(self.queries, answers)):
+            answer[r, offsets[r] + len(q):offsets[r] + len(q) + len(a)] = True
+        block = decoder_layers(self.model)[layer]
+        attn_module = getattr(block, "self_attn", None) or getattr(block, "attn", None)
+        captured: list[Any] = []
+
+        def hook(_mod: Any, _args: Any, output: Any) -> None:
+            captured.append(output[1] if isinstance(output, tuple) and len(output) > 1 else None)
+            raise _Stop
+
+        handle = attn_module.register_forward_hook(hook)
+        try:
+            self._forward(ids, mask, pos, output_attentions=True)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        if not captured or captured[0] is None:
+            raise ConfigError("data-whisperer reads attention weights: load the model with "
+                              "load_lm(..., attn_implementation='eager')")
+        attn = captured[0].double().mean(dim=1)[:, :, :self.width].cpu()  # [rows, suffix, context keys]
+        from_answer = (attn * torch.from_numpy(answer)[:, :, None]).sum(dim=1)  # attention mass on each key
+        n_demos = self.present.shape[1]
+        mass = torch.zeros((len(answers), n_demos + 1), dtype=torch.float64)
+        mass.scatter_add_(1, torch.from_numpy(self.demo_of), from_answer)
+        n_answer = answer.sum(axis=1).astype(np.float64)
+        a = (mass.numpy() / self.lengths)[:, :n_demos] / np.maximum(n_answer, 1.0)[:, None]
+        a = np.where(self.present, a, 0.0)
+        total = a.sum(axis=1, keepdims=True)
+        uniform = self.present / np.maximum(self.present.sum(axis=1, keepdims=True), 1)
+        w = np.where(total > 0, a / np.where(total > 0, total, 1.0), uniform)
+        return a, w, int(ids.numel())
+
+
+def episode_weights(model: Any, episodes: Sequence[Episode], answers: Sequence[Sequence[int]], layer: int,
+                    pad_id: int = 0, bf16: bool | None = False, padding_side: str = "right"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Attention mass ``a`` and weights ``w`` ([rows, D]; rows = the episodes' queries in order, D = most
+    demonstrations of an episode) of the demonstrations, from the attention of each query's ``answers`` tokens at
+    decoder ``layer`` (module docstring). The model must use eager attention; padding does not change the result."""
+    if getattr(model.config, "_attn_implementation", None) != "eager":
+        raise ConfigError("data-whisperer reads attention weights: load the model with "
+                          "load_lm(..., attn_implementation='eager')")
+    layer = layer_index(model, layer, option="layer (--set layer=)")
+    device = next(model.parameters()).device
+    with precision(model, device, bf16):
+        a, w, _ = _Context(model, episodes, pad_id).weights(answers, layer, padding_side)
+    return a, w
+
+
+def _eos_ids(lm: LanguageModel) -> list[int]:
+    """End-of-sequence ids of the model's generation config and of its tokenizer."""
+    config = getattr(lm.model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos, lm.tokenizer.eos_token_id]
+    return sorted({int(e) for e in eos if e is not None})
+
+
+def _answers(lm: LanguageModel, new: torch.Tensor) -> tuple[list[str], list[list[int]], int]:
+    """Answer texts (cut at EOS and at :data:`STOP_MARKER`), their token ids and the tokens generated."""
+    stop = torch.isin(new, torch.tensor(sorted(set(_eos_ids(lm)) | {int(lm.tokenizer.pad_token_id)})))
+    ends = torch.where(stop.any(dim=1), stop.int().argmax(dim=1), torch.full_like(new[:, 0], new.shape[1]))
+    texts = lm.tokenizer.batch_decode([row[:k].tolist() for row, k in zip(new, ends.tolist())],
+                                      skip_special_tokens=True)
+    answers = [t.split(STOP_MARKER, 1)[0] for t in texts]
+    ids = lm.tokenizer(answers, add_special_tokens=False)["input_ids"]
+    return answers, [list(x) for x in ids], int(ends.sum())
+
+
+# ------------------------------------------------------------------------------------------------------ scoring
+@dataclass
+class _Tokens:
+    prefix: list[int]
+    sep: list[int]
+    demos: list[list[int]]
+    queries: list[list[int]]
+    truncated_demos: int
+    truncated_queries: int
+
+    def episode(self, demos: np.ndarray, queries: np.ndarray) -> Episode:
+        return Episode(self.prefix, [self.demos[i] for i in demos], self.sep, [self.queries[q] for q in queries])
+
+
+def _tokenize(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> _Tokens:
+    tok = lm.tokenizer
+    with_special = tok("a", add_special_tokens=True)["input_ids"]
+    plain = tok("a", add_special_tokens=False)["input_ids"]
+    prefix = list(with_special[:len(with_special) - len(plain)]) if with_special[-len(plain):] == plain else []
+    sep = list(tok(SEPARATOR, add_special_tokens=False)["input_ids"])
+    full = tok([p + r for p, r in zip(prompts, responses)], add_special_tokens=False)["input_ids"]
+    query = tok(list(prompts), add_special_tokens=False)["input_ids"]
+    if any(len(q) == 0 for q in query):
+        raise DataError("data-whisperer: a record's prompt has no tokens")
+    return _Tokens(prefix, sep, [list(x[:max_length]) for x in full], [list(x[-max_length:]) for x in query],
+                   sum(len(x) > max_length for x in full), sum(len(x) > max_length for x in query))
+
+
+def _param_counts(model: Any, layer: int) -> tuple[int, int, int]:
+    """Parameters of all decoder layers, of the LM head, and of the layers up to ``layer`` (embeddings excluded:
+    a lookup)."""
+    layers = decoder_layers(model)
+    count = lambda mods: sum(p.numel() for m in mods for p in m.parameters())  # noqa: E731
+    head = model.get_output_embeddings()
+    return count(layers), count([head]) if head is not None else 0, count(layers[:layer + 1])
+
+
+def whisper_scores(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str],
+                   task_metric: Callable[[Sequence[str], Sequence[str]], np.ndarray],
+                   config: WhispererConfig = WhispererConfig(), *, ledger: Any = None,
+                   progress: bool = True) -> WhispererResult:
+    """Data Whisperer scores of the pool ``prompts[i] + responses[i]`` (module docstring).
+
+    Args:
+        lm: from ``load_lm(..., attn_implementation="eager")``.
+        prompts, responses: each record's prompt (ending with ``"### Response:\\n"``) and reference response
+            (:func:`datacomp.lm.tasks.split_prompt_response`).
+        task_metric: ``metric(predictions, references) -> [k]`` values in [0, 1] (e.g. ``Task.score``).
+        config: :class:`WhispererConfig`.
+        ledger: a :class:`datacomp.cost.CostLedger`; the work is recorded as phase ``lm-icl-scoring``.
+        progress: show a progress bar over generation batches.
+    """
+    t0 = time.perf_counter()
+    config.check()
+    if len(prompts) != len(responses):
+        raise DataError(f"{len(prompts)} prompts for {len(responses)} responses")
+    if getattr(lm.model.config, "_attn_implementation", None) != "eager":
+        raise ConfigError("data-whisperer reads attention weights: load the model with "
+                          "load_lm(..., attn_implementation='eager')")
+    n = len(prompts)
+    num_layers = len(decoder_layers(lm.model))
+    layer = layer_index(lm.model, default_layer(num_layers) if config.layer is None else config.layer,
+                        option="layer (--set layer=)")
+    plan = plan_episodes(n, config)
+    toks = _tokenize(lm, prompts, responses, config.max_length)
+    bf16 = uses_bf16(lm.model, lm.device, config.bf16)
+    acc, counts = np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.int64)
+    per_call = max(1, config.batch_size // config.n_queries)
+    calls = [range(s, min(s + per_call, len(plan))) for s in range(0, len(plan), per_call)]
+    body, head, upto = _param_counts(lm.model, layer)
+    generated, flops, metric_sum = 0, 0.0, 0.0
+    phase = ledger.phase("lm-icl-scoring", device=lm.device) if ledger is not None else None
+    from tqdm.auto import tqdm
+
+    with phase if phase is not None else contextlib.nullcontext(), precision(lm.model, lm.device, bf16):
+        for episodes in tqdm(calls, desc="data-whisperer", leave=False, disable=not progress):
+            ctx = _Context(lm.model, [toks.episode(plan.demos[e], plan.queries[e]) for e in episodes],
+                           lm.tokenizer.pad_token_id)
+            new, suffix_tokens = ctx.generate(lm, config.max_new_tokens)
+            answers, answer_ids, n_generated = _answers(lm, new)
+            _, w, attn_tokens = ctx.weights(answer_ids, layer)
+            refs = [responses[q] for e in episodes for q in plan.queries[e]]
+            metric = np.asarray(task_metric(answers, refs), dtype=np.float64)
+            demo_idx = np.full(w.shape, -1, dtype=np.int64)  # [rows, D]: pool index of each demonstration
+            for r, e in enumerate(np.repeat(np.asarray(episodes), config.n_queries)):
+                demo_idx[r, :len(plan.demos[e])] = plan.demos[e]
+            valid = demo_idx >= 0
+            np.add.at(acc, demo_idx[valid], (w * metric[:, None])[valid])
+            np.add.at(counts, demo_idx[valid], 1)
+            generated += n_generated
+            metric_sum += float(metric.sum())
+            flops += 2.0 * (body * (ctx.tokens + suffix_tokens) + head * new.numel() + upto * attn_tokens)
+        if phase is not None:
+            phase.add_flops(forward=flops)
+            phase.extra.update(episodes=len(plan), generated_tokens=generated)
+            phase.note("forward FLOPs = 2 x parameters per processed token (attention scores not counted)")
+    seconds = time.perf_counter() - t0
+    metric_mean = metric_sum / max(plan.queries.size, 1)
+    record = {**asdict(config), "layer": layer, "layer_requested": config.layer, "num_layers": num_layers,
+              "bf16": bf16, "episodes": len(plan), "queries_answered": int(plan.queries.size),
+              "generated_tokens": generated, "flops": flops, "seconds": round(seconds, 4),
+              "seconds_per_episode": round(seconds / max(len(plan), 1), 4), "metric_mean": metric_mean,
+              "truncated_demos": toks.truncated_demos, "truncated_queries": toks.truncated_queries,
+              "separator": SEPARATOR, "stop_marker": STOP_MARKER,
+              "queries": "one prompt per query (identical demonstrations), batched per episode",
+              "query_source": f"the other folds of a seeded {config.folds}-fold split"}
+    return WhispererResult(np.divide(acc, np.maximum(counts, 1)), counts, len(plan), seconds, generated,
+                           metric_mean, record)
