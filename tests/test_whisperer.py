@@ -206,6 +206,8 @@ def test_misconfigurations_are_refused(tiny, tiny_dir, records_file, pool):
         _run(records_file, tiny_dir, budget=40)
     with pytest.raises(ConfigError, match="give --embedder lm:NAME_OR_PATH"):
         _run(records_file, tiny_dir, embedder="all-minilm-l6-v2")
+    with pytest.raises(DataError, match="a pool of 16 records is too small for folds=2, n_demos=9"):
+        _run(records_file, tiny_dir, params={"n_demos": 9})
     prompts, responses = pool
     with pytest.raises(DataError, match="a pool of 16 records is too small"):
         whisper_scores(tiny, prompts, responses, rouge_l, WhispererConfig(n_demos=9), progress=False)

@@ -21,6 +21,12 @@ built in, ``all-minilm-l6-v2``, or a local model directory); sae-* methods train
 ``OUT/sae.safetensors``) unless ``--sae PATH`` gives one. ``--embedder lm:NAME_OR_PATH`` uses a causal language model
 (``lm:smollm2-135m-instruct`` or a local folder): mean-pooled activations at ``--lm-layer`` as embeddings, and for
 sae-* an SAE trained on its token activations (run.json: ``lm``, and ``sae`` with r(length, |A(x)|)).
+``--method data-whisperer`` scores the records by few-shot in-context learning with that LM (default
+``lm:smollm2-135m-instruct``) and the metric of ``--task``; ``--set n_demos= n_queries= folds= max_new_tokens= layer=
+max_length=``, ``--lm-batch-size`` prompts per generation call (run.json: ``whisperer``)::
+
+    datacomp select --method data-whisperer --dataset ../shared/data/instructions/gsm8k_train_dw.json --task gsm8k \\
+        --fraction 0.1 --embedder lm:smollm2-135m-instruct --out runs/dw-gsm8k
 
 This file only parses: the work is :func:`datacomp.selectors.select_dataset`.
 """
@@ -114,14 +120,15 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--allow-hub", action="store_true", help="allow a non-local text dataset from the HF hub")
     t.add_argument("--embedder", default=text.embedder, help="tfidf (built in), all-minilm-l6-v2, a model "
                    "directory, or lm:NAME_OR_PATH (a causal LM: mean-pooled activations at --lm-layer; sae-* train "
-                   "the SAE on its token activations), e.g. lm:smollm2-135m-instruct")
+                   "the SAE on its token activations; data-whisperer: the LM that answers, default "
+                   "lm:smollm2-135m-instruct), e.g. lm:smollm2-135m-instruct")
     t.add_argument("--embed-dim", type=int, default=text.embed_dim, help="TF-IDF + SVD dimension")
     t.add_argument("--embed-batch-size", type=int, default=text.embed_batch_size, help="encoder batch size")
     t.add_argument("--max-length", type=int, default=text.max_length, help="encoder truncation length (tokens)")
     t.add_argument("--lm-layer", type=int, default=text.lm_layer, help="decoder layer of an lm: embedder (0-based, "
                    "-1 = last)")
     t.add_argument("--lm-batch-size", type=int, default=text.lm_batch_size, help="records per forward pass of an "
-                   "lm: embedder")
+                   "lm: embedder (data-whisperer: prompts per generation call)")
     t.add_argument("--limit", type=int, default=None, help="keep only the first N records of the pool")
     s = p.add_argument_group("sparse autoencoder (sae-greedy, sae-simscale)")
     sae = SAEOptions()

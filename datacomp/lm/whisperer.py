@@ -4,8 +4,9 @@ in-context learning with the model to be fine-tuned.
 Plan (no validation set): the pool is split into ``folds`` folds by a seeded permutation (``folds = 2`` in the
 paper). For each fold, its items are shuffled and cut into ``ceil(len / n_demos)`` chunks of ``n_demos`` or
 ``n_demos - 1`` items (``numpy.array_split``), so every item of the fold is a demonstration exactly once in the
-fold's pass (and a candidate query in the other folds' passes); each chunk is one episode, and each episode draws ``n_queries`` distinct queries from the items of the other folds (one
-``numpy.random.default_rng(seed)`` stream, drawn in episode order, so the plan depends on ``(n, config)`` only).
+fold's pass (and a candidate query in the other folds' passes); each chunk is one episode, and each episode draws
+``n_queries`` distinct queries from the items of the other folds (one ``numpy.random.default_rng(seed)`` stream,
+drawn in episode order, so the plan depends on ``(n, config)`` only).
 
 Episode: the prompt is the demonstrations' full texts (prompt + reference response) separated by a blank line,
 then the query's prompt (ending with ``"### Response:\\n"``). The answer is decoded greedily (argmax, with a KV cache)
@@ -118,8 +119,9 @@ class WhispererConfig:
         _positive_int(self.batch_size, "batch_size")
         _positive_int(self.max_length, "max_length")
         _positive_int(self.seed, "seed", 0)
-        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, (int, np.integer))):
-            raise ConfigError(f"layer must be an integer decoder layer (0-based, -1 = last) or None, got {self.layer!r}")
+        layer = self.layer
+        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, (int, np.integer))):
+            raise ConfigError(f"layer must be an integer decoder layer (0-based, -1 = last) or None, got {layer!r}")
         if self.bf16 is not None and not isinstance(self.bf16, bool):
             raise ConfigError(f"bf16 must be true, false or None, got {self.bf16!r}")
 

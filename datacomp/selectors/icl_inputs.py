@@ -14,7 +14,7 @@ from __future__ import annotations
 from datacomp.errors import ConfigError
 from datacomp.lm import load_lm, parse_lm_embedder, resolve_lm
 from datacomp.lm.tasks import get_task, split_prompt_response
-from datacomp.lm.whisperer import WhispererConfig, whisper_scores
+from datacomp.lm.whisperer import WhispererConfig, check_pool, whisper_scores
 
 from .job import Job
 from .methods_icl import WHISPERER_PARAMS
@@ -56,6 +56,7 @@ def icl_inputs(job: Job, texts: list[str], config: dict) -> dict:
     """``{"scores": ...}`` of :func:`datacomp.lm.whisper_scores` on ``texts``; records ``config["whisperer"]``."""
     opts = job.options.text
     settings = whisperer_config(job)
+    check_pool(len(texts), settings)  # before the model is loaded
     prompts, responses = split_prompt_response(texts)
     task = get_task(opts.task or DEFAULT_TASK)
     lm = load_lm(icl_model_name(opts), device=job.device, attn_implementation="eager")
