@@ -65,7 +65,7 @@ def test_auxk_revives_dead_latents(data):
         base = train_sae(data, n_latents=32, k=2, steps=1, batch_size=256, seed=1, progress=False)
         with torch.no_grad():
             base.W_enc[16:] *= 0.02
-        sae = train_sae(data, n_latents=32, k=2, steps=300, batch_size=256, seed=1, progress=False,
+        sae = train_sae(data, n_latents=32, k=2, steps=100, batch_size=256, seed=1, progress=False,
                         auxk_alpha=alpha, sae=base, dead_after=512)
         assert max(sae.history["dead_fraction"]) >= 0.4  # the crippled half was detected as dead
         alive_counts[alpha] = np.unique(sae.activations(data).indices).size
