@@ -74,6 +74,9 @@ def test_lm_embedder_run_selects_budget_and_records_the_lm(tiny_dir, records_fil
         assert sae["sae"]["n_latents"] == 64 and sae["sae"]["k"] == 4 and sae["sae"]["n_train"] == sae["n_tokens"]
         assert sae["threshold_quantile"] == DEFAULT_QUANTILE and sae["threshold"] > 0
         assert np.isfinite(sae["r_length_active"]) and sae["paper_r_length_active"] == 0.92
+        phases = {p["name"]: p for p in rec["cost"]["phases"]}
+        assert phases["sae-training"]["one_off"] and phases["sae-training"]["calls"] == 1  # counted once
+        assert not phases["lm-activations"]["one_off"]
     else:
         assert rec["config"]["embedding"]["dim"] == 32 and "sae" not in rec
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from datacomp.cost import CostLedger
 from datacomp.errors import ConfigError
 from datacomp.io import atomic_write
 from datacomp.lm import (LM_REGISTRY, ActivationConfig, LanguageModel, layer_index, load_lm, parse_lm_embedder,
@@ -161,6 +162,8 @@ def _sae_inputs(job: Job, lm: LanguageModel, texts: list[str], cfg: ActivationCo
     tok = token_activations(lm, texts, cfg, cache=_activation_cache(job.options.cache), ledger=job.ledger)
     config["lm"] = _model_info(lm, tok, cfg)
     sae, config["sae"] = job.sae_for(tok.vectors)
+    if sae.history.get("cost"):  # select() sees only the pooled activations: the SAE's one-off cost is added here
+        job.ledger.merge(CostLedger.from_dict(sae.history["cost"]))
     acts = sae.activations(tok.vectors)
     tau, quantile, rule = token_threshold(acts, job.params)
     pooled = max_pool_tokens(acts, tok.records, len(texts))
