@@ -10,6 +10,7 @@ for itself (cost-ratio accounting). The public API, one obvious entry per task::
     accuracy = datacomp.evaluate(result.synset, ds, runs=3)         # train fresh models on it, test on the real split
     chosen = datacomp.select_dataset(ds, method="herding", ipc=10)  # or select real images
     small = datacomp.compress(teacher, result.synset, ds)           # prune / KD / quantize with the small set
+    run = datacomp.finetune("runs/sel", "held.json")                # judge a text selection by fine-tuning an LM
 
 Every name below is imported on first use, so ``import datacomp`` stays cheap.
 """
@@ -39,6 +40,8 @@ _API: dict[str, tuple[str, str]] = {
     "select_dataset": ("datacomp.selectors", "select_dataset"),
     "evaluate": ("datacomp.evaluation", "evaluate"),
     "compress": ("datacomp.compression", "compress"),
+    "finetune": ("datacomp.lm.finetune_run", "finetune_subset"),
+    "FinetuneConfig": ("datacomp.lm.finetune", "FinetuneConfig"),
     # protocols and results
     "get_protocol": ("datacomp.evaluation", "get_protocol"),
     "PROTOCOLS": ("datacomp.evaluation", "PROTOCOLS"),
