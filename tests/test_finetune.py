@@ -90,9 +90,14 @@ def test_encode_examples_marks_the_response(tiny, pairs):
     for ids, start, prompt, resp in zip(ex.ids, ex.starts, *pairs):
         assert ids[:start] == tiny.tokenizer(prompt)["input_ids"]
         assert ids[start:] == tiny.tokenizer(resp, add_special_tokens=False)["input_ids"] + [tiny.tokenizer.eos_token_id]
-    short = ft.encode_examples(tiny.tokenizer, *pairs, max_length=int(ex.starts.max()) + 1)
-    assert short.truncated > 0 and (short.response_tokens >= 1).all()
-    with pytest.raises(DataError, match="leaves no response token; raise --max-length"):
+    # too long: the response keeps its start (at most half the length), the prompt loses its start (BOS stays)
+    short = ft.encode_examples(tiny.tokenizer, *pairs, max_length=6)
+    assert short.truncated == sum(len(i) > 6 for i in ex.ids)
+    for ids, start, full, full_start in zip(short.ids, short.starts, ex.ids, ex.starts):
+        assert len(ids) <= 6 and ids[0] == tiny.tokenizer.bos_token_id and len(ids) - start >= 3
+        assert ids[start:] == full[full_start:][:len(ids) - start]
+        assert ids[1:start] == full[full_start - (start - 1):full_start]
+    with pytest.raises(ConfigError, match="--max-length must be an integer >= 4"):
         ft.encode_examples(tiny.tokenizer, *pairs, max_length=3)
 
 

@@ -137,24 +137,32 @@ class Examples:
 
 def encode_examples(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> Examples:
     """Tokenise each pair: the prompt with the tokenizer's special tokens (e.g. BOS), the response without them,
-    then EOS. Truncated on the right at ``max_length``; a pair whose prompt leaves no response token is refused."""
+    then EOS.
+
+    A pair longer than ``max_length`` is truncated: the response keeps at most ``max_length // 2`` tokens (its
+    start), and the prompt gives up tokens from its start (after a leading BOS), so the text nearest the response and
+    the ``### Response:`` line stay. ``Examples.truncated`` counts the pairs cut.
+    """
     if len(prompts) != len(responses):
         raise ConfigError(f"{len(prompts)} prompts for {len(responses)} responses")
     if not len(prompts):
         raise DataError("no examples to encode")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 4:
+        raise ConfigError(f"--max-length must be an integer >= 4, got {max_length!r}")
     p_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    bos = tokenizer.bos_token_id
     ids, starts, truncated = [], [], 0
-    for i, (p, r) in enumerate(zip(p_ids, r_ids)):
-        seq = list(p) + list(r) + eos
-        if len(seq) > max_length:
+    for p, r in zip(p_ids, r_ids):
+        p, r = list(p), list(r) + eos
+        if len(p) + len(r) > max_length:
             truncated += 1
-            seq = seq[:max_length]
-        if len(p) >= len(seq):
-            raise DataError(f"example {i}: its prompt has {len(p)} tokens, so max_length={max_length} leaves no "
-                            "response token; raise --max-length")
-        ids.append(seq)
+            r = r[:max(min(len(r), max_length - len(p)), max_length // 2)]
+            head = p[:1] if bos is not None and p[:1] == [bos] else []
+            keep = max_length - len(r) - len(head)
+            p = head + p[len(p) - keep:] if keep > 0 else head
+        ids.append(p + r)
         starts.append(len(p))
     return Examples(ids, np.array(starts, dtype=np.int64), truncated)
 
