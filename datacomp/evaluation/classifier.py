@@ -48,14 +48,38 @@ def _make_augment(protocol: Protocol, dataset_name: str, seed: int):
                         strategy=protocol.augment_strategy)
 
 
-def _optimizer(model: nn.Module, protocol: Protocol) -> tuple[torch.optim.Optimizer, Any]:
+def _new_optimizer(model: nn.Module, protocol: Protocol, lr: float) -> torch.optim.Optimizer:
     if protocol.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=protocol.lr, momentum=protocol.momentum,
-                              weight_decay=protocol.weight_decay)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay)
-    milestones = sorted({max(1, int(round(m * protocol.epochs))) for m in protocol.milestones})
-    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=protocol.gamma)
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=protocol.momentum,
+                               weight_decay=protocol.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=protocol.weight_decay)
+
+
+class _Schedule:
+    """The protocol's optimiser and its learning-rate schedule over the epochs (:meth:`Protocol.epoch_lrs`).
+
+    ``multistep``: one optimiser under ``MultiStepLR``. ``dc-reference``: after the epoch before each decay epoch the
+    lr is multiplied by ``gamma`` and a new optimiser is built (fresh momentum buffers), as the DC reference does.
+    """
+
+    def __init__(self, model: nn.Module, protocol: Protocol) -> None:
+        self.model, self.protocol = model, protocol
+        self.opt = _new_optimizer(model, protocol, protocol.lr)
+        self.sched = None
+        if protocol.schedule == "multistep":
+            self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=protocol.decay_epochs(),
+                                                              gamma=protocol.gamma)
+        self.rebuild_after = {e - 1 for e in protocol.decay_epochs()}
+        self.lrs: list[float] = []  # the lr each finished epoch trained with
+
+    def end_epoch(self, epoch: int) -> None:
+        """Record the finished epoch's lr and move to the next epoch's."""
+        lr = self.opt.param_groups[0]["lr"]
+        self.lrs.append(lr)
+        if self.sched is not None:
+            self.sched.step()
+        elif epoch in self.rebuild_after:
+            self.opt = _new_optimizer(self.model, self.protocol, lr * self.protocol.gamma)
 
 
 def train_classifier(
@@ -75,7 +99,8 @@ def train_classifier(
 
     Returns:
         ``{"accuracy": final-or-best test accuracy (if ``test`` given), "final_accuracy", "best_accuracy",
-        "history": [(epoch, acc), ...], "steps": optimiser steps}``.
+        "history": [(epoch, acc), ...], "steps": optimiser steps, "epochs": epochs trained
+        (:attr:`Protocol.train_epochs`), "lr_per_epoch": the learning rate each epoch trained with}``.
     """
     protocol = get_protocol(protocol)
     if len(x) != len(y):
@@ -86,7 +111,8 @@ def train_classifier(
     run = run if run is not None else TrainingRun()
     gen, ledger = run.generator, run.ledger
     aug = _make_augment(protocol, dataset_name, int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-    opt, sched = _optimizer(model, protocol)
+    schedule = _Schedule(model, protocol)
+    epochs = protocol.train_epochs
     n = len(x)
     history: list[tuple[int, float]] = []
     micro = micro_batch_size(model, device)
@@ -102,13 +128,14 @@ def train_classifier(
             targets = [(lam, ya), (1 - lam, yb2)]
         else:
             targets = [(1.0, yb)]
+        opt = schedule.opt  # dc-reference replaces the optimiser at its decay
         opt.zero_grad(set_to_none=True)
         loss = batch_backward(model, xb, targets, wb, protocol.bf16, micro)
         opt.step()
         return loss
 
     def after_epoch(epoch: int, loss: torch.Tensor) -> None:
-        sched.step()
+        schedule.end_epoch(epoch)
         if not torch.isfinite(loss):
             return  # fit raises
         if test is not None and protocol.select == "best" and protocol.eval_every and (epoch + 1) % protocol.eval_every == 0:
@@ -117,16 +144,17 @@ def train_classifier(
 
     model.train()
     with ledger.phase(run.phase, flops="sampled", device=str(device)) as ph:
-        fit(step, n, protocol.batch_size, protocol.epochs, gen, ph, after_epoch,
+        fit(step, n, protocol.batch_size, epochs, gen, ph, after_epoch,
             f"train ({protocol.name})" if run.progress else None)
         # runs / samples_seen add up across entries of the phase (see datacomp.cost.PhaseHandle.extra)
-        ph.extra.update(runs=1, samples_seen=n * protocol.epochs, epochs=protocol.epochs,
+        ph.extra.update(runs=1, samples_seen=n * epochs, epochs=epochs,
                         protocol_kind="fixed-epoch", num_train_images=n, protocol=protocol.name)
-    result: dict[str, Any] = {"steps": math.ceil(n / protocol.batch_size) * protocol.epochs, "history": history}
+    result: dict[str, Any] = {"steps": math.ceil(n / protocol.batch_size) * epochs, "history": history,
+                              "epochs": epochs, "lr_per_epoch": schedule.lrs}
     if test is not None:
         final = test_accuracy(model, *test)
-        if not history or history[-1][0] != protocol.epochs:
-            history.append((protocol.epochs, final))
+        if not history or history[-1][0] != epochs:
+            history.append((epochs, final))
         result.update(final_accuracy=final, best_accuracy=max(a for _, a in history))
         result["accuracy"] = result["best_accuracy"] if protocol.select == "best" else final
     return result

@@ -14,7 +14,10 @@ from typing import Any
 from ..augment import check_augment
 from ..errors import ConfigError, FormatError
 
-__all__ = ["Protocol", "PROTOCOLS", "get_protocol"]
+__all__ = ["Protocol", "PROTOCOLS", "SCHEDULES", "get_protocol"]
+
+#: Learning-rate schedules of a protocol (see :class:`Protocol`).
+SCHEDULES = ("multistep", "dc-reference")
 
 # datacomp 0.1.0 wrote augment="diffaug" (with the DiffAug strategy in augment_strategy) for what is now the
 # pipeline named by the strategy itself; its evaluation default was NCFM's evaluation pipeline.
@@ -31,10 +34,16 @@ class Protocol:
         lr: Learning rate.
         momentum: SGD momentum.
         weight_decay: Weight decay (AdamW: decoupled).
-        epochs: Training epochs (fixed-epoch protocol).
+        epochs: Training epochs (fixed-epoch protocol); under ``schedule="dc-reference"`` the reference's ``Epoch``,
+            and ``epochs + 1`` epochs are trained (:attr:`train_epochs`).
         batch_size: Mini-batch size.
-        milestones: Fractions of ``epochs`` at which the lr is multiplied by ``gamma``.
+        milestones: ``schedule="multistep"``: fractions of ``epochs``; the lr is multiplied by ``gamma`` from epoch
+            index ``round(fraction * epochs)`` on (one optimiser throughout). ``dc-reference`` accepts only ``(0.5,)``.
         gamma: LR decay factor.
+        schedule: ``multistep`` (``epochs`` epochs, decays at ``milestones``, one optimiser) or ``dc-reference``
+            (DC/DSA/DM ``evaluate_synset``: ``epochs + 1`` epochs, index 0 to ``epochs``; after training epoch
+            ``epochs // 2 + 1`` the lr is multiplied by ``gamma`` once and a new SGD optimiser is built, so the
+            decayed rate applies from epoch ``epochs // 2 + 2`` on and the momentum buffers restart; SGD only).
         augment: A pipeline of :func:`datacomp.augment.make_augment`: ``none``, ``dsa`` (per-sample DSA, mode S) or
             a per-sample DiffAug pipeline such as ``color_crop_flip_scale_rotate`` (NCFM's evaluation). The 0.1.0
             value ``diffaug`` is read as the pipeline in ``augment_strategy`` (default
@@ -58,6 +67,7 @@ class Protocol:
     weight_decay: float = 5e-4
     milestones: tuple[float, ...] = (0.5,)
     gamma: float = 0.1
+    schedule: str = "multistep"
     augment: str = "none"
     augment_strategy: str | None = None
     cutmix_prob: float = 0.0
@@ -84,6 +94,45 @@ class Protocol:
             raise ConfigError(f"protocol select must be 'final' or 'best', got '{self.select}'")
         if not 0 <= self.cutmix_prob <= 1:
             raise ConfigError(f"cutmix_prob must be in [0, 1], got {self.cutmix_prob}")
+        self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"protocol schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+        if not self.gamma > 0:
+            raise ConfigError(f"protocol gamma (the lr decay factor) must be > 0, got {self.gamma}")
+        if self.schedule != "dc-reference":
+            return
+        if self.optimizer != "sgd":
+            raise ConfigError(f"protocol schedule 'dc-reference' rebuilds an SGD optimiser at the decay; with "
+                              f"optimizer='{self.optimizer}' set schedule='multistep'")
+        if self.milestones != (0.5,):
+            raise ConfigError(f"protocol milestones {self.milestones} need schedule='multistep'; 'dc-reference' "
+                              "decays once, after epoch epochs//2+1 (milestones=(0.5,))")
+
+    @property
+    def train_epochs(self) -> int:
+        """Epochs actually trained: ``epochs + 1`` under ``dc-reference`` (``range(Epoch + 1)``), else ``epochs``."""
+        return self.epochs + 1 if self.schedule == "dc-reference" else self.epochs
+
+    def decay_epochs(self) -> list[int]:
+        """Epoch indices (0-based) from which another factor ``gamma`` applies, ascending.
+
+        ``multistep``: ``round(m * epochs)`` (at least 1) per milestone; ``dc-reference``: ``epochs // 2 + 2`` (the
+        reference decays after training epoch ``epochs // 2 + 1``). An index ``>= train_epochs`` never takes effect.
+        """
+        if self.schedule == "dc-reference":
+            return [self.epochs // 2 + 2]
+        return sorted({max(1, int(round(m * self.epochs))) for m in self.milestones})
+
+    def epoch_lrs(self) -> list[float]:
+        """The learning rate of each of the :attr:`train_epochs` epochs (repeated ``lr *= gamma``, as trained)."""
+        decays, lr, out = set(self.decay_epochs()), self.lr, []
+        for epoch in range(self.train_epochs):
+            if epoch in decays:
+                lr *= self.gamma
+            out.append(lr)
+        return out
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -108,8 +157,10 @@ PROTOCOLS: dict[str, Protocol] = {
     for p in [
         Protocol(
             "dm", "sgd", 0.01, epochs=1000, batch_size=256, milestones=(0.5,), gamma=0.1, augment="dsa",
+            schedule="dc-reference",
             source="DC/DSA/DM reference evaluate_synset (VICO-UoE/DatasetCondensation): SGD 0.01 momentum 0.9 "
-                   "wd 5e-4, 1000 epochs, lr x0.1 at half, batch 256, DSA, final-epoch accuracy",
+                   "wd 5e-4, batch 256, DSA, Epoch 1000 = 1001 epochs (0-1000), lr x0.1 with a new SGD optimiser "
+                   "after epoch 501, final-epoch accuracy",
         ),
         Protocol(
             "ncfm", "adamw", 0.001, epochs=2000, batch_size=128, weight_decay=0.01,
@@ -120,18 +171,21 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
         Protocol(
             "quick", "sgd", 0.01, epochs=300, batch_size=256, milestones=(0.5,), gamma=0.1, augment="none",
-            source="DC reference without augmentation (300 epochs, SGD 0.01 momentum 0.9 wd 5e-4, lr x0.1 at half, "
-                   "batch 256, final-epoch accuracy); CPU-sized",
+            schedule="dc-reference",
+            source="DC reference evaluate_synset without augmentation: SGD 0.01 momentum 0.9 wd 5e-4, batch 256, "
+                   "Epoch 300 = 301 epochs (0-300), lr x0.1 with a new SGD optimiser after epoch 151, final-epoch "
+                   "accuracy; CPU-sized",
         ),
         Protocol(
             "quick-bf16", "sgd", 0.01, epochs=300, batch_size=256, milestones=(0.5,), gamma=0.1, augment="none",
-            bf16=True,
+            schedule="dc-reference", bf16=True,
             source="the 'quick' protocol with training under bfloat16 autocast: ~2x faster on CPUs with native bf16 "
                    "(AVX-512-BF16/AMX)",
         ),
         Protocol(
             "smoke", "sgd", 0.01, epochs=30, batch_size=256, milestones=(0.5,), gamma=0.1, augment="none",
-            source="the 'quick' protocol cut to 30 epochs: for tests and smoke runs only, not for reporting",
+            source="the 'quick' settings cut to 30 epochs with the plain multistep schedule (30 epochs, lr x0.1 from "
+                   "epoch 15, one optimiser): for tests and smoke runs only, not for reporting",
         ),
     ]
 }
