@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +20,11 @@ pytest.importorskip("tokenizers", reason='needs the [llm] extra: pip install -e 
 
 from datacomp import lm as dlm  # noqa: E402
 from datacomp.cli import main  # noqa: E402
-from datacomp.lm.tasks import rouge_l, split_prompt_response  # noqa: E402
-from datacomp.lm.whisperer import (Episode, WhispererConfig, default_layer, episode_weights,  # noqa: E402
-                                   plan_episodes, whisper_scores)
+from datacomp.cost import CostLedger  # noqa: E402
+from datacomp.lm.forward import uses_bf16  # noqa: E402
+from datacomp.lm.tasks import get_task, rouge_l, split_prompt_response  # noqa: E402
+from datacomp.lm.whisperer import (Episode, WhispererConfig, cached_whisper_scores, default_layer,  # noqa: E402
+                                   episode_weights, plan_episodes, whisperer_cache_key, whisper_scores)
 from datacomp.selectors import SelectOptions, TextOptions, select, select_dataset  # noqa: E402
 from tiny_lm import WORDS, save_tiny_llama  # noqa: E402
 
@@ -187,9 +191,79 @@ def test_cli_writes_the_whisperer_block(tiny_dir, records_file, tmp_path, capsys
     assert len(indices["indices"]) == 3 and np.all(np.diff(scores) <= 0)
 
 
+# ------------------------------------------------------------------------------------------------------ the cache
+CHEAP = dict(n_demos=3, n_queries=1, max_new_tokens=2, bf16=False)
+# a changed value for every WhispererConfig field (a new field without one fails the key test)
+CHANGED = dict(n_demos=4, n_queries=2, folds=3, layer=0, max_new_tokens=3, batch_size=4, max_length=512, seed=1,
+               bf16=True)
+
+
+def test_cache_key_covers_every_setting_the_texts_and_the_task(tiny, pool):
+    import dataclasses
+
+    prompts, responses = pool
+    alpaca = get_task("alpaca")
+    cfg = WhispererConfig(**CHEAP)
+    key = whisperer_cache_key(tiny, prompts, responses, alpaca, cfg)
+    for f in dataclasses.fields(WhispererConfig):
+        changed = dataclasses.replace(cfg, **{f.name: CHANGED[f.name]})
+        assert whisperer_cache_key(tiny, prompts, responses, alpaca, changed) != key, f.name
+    # settings that resolve to the same ones share the key: the tiny Llama's last layer is 1; bf16 None: where native
+    assert whisperer_cache_key(tiny, prompts, responses, alpaca, dataclasses.replace(cfg, layer=1)) == key
+    native = dataclasses.replace(cfg, bf16=uses_bf16(tiny.model, tiny.device, None))
+    assert whisperer_cache_key(tiny, prompts, responses, alpaca, dataclasses.replace(cfg, bf16=None)) == \
+        whisperer_cache_key(tiny, prompts, responses, alpaca, native)
+    edited = [*responses[:-1], responses[-1] + "."]
+    assert whisperer_cache_key(tiny, prompts, edited, alpaca, cfg) != key
+    assert whisperer_cache_key(tiny, prompts[1:] + prompts[:1], responses[1:] + responses[:1], alpaca, cfg) != key
+    assert whisperer_cache_key(tiny, prompts, responses, get_task("dialogsum"), cfg) != key  # same metric, new task
+    assert whisperer_cache_key(tiny, prompts, responses, get_task("gsm8k"), cfg) != key
+
+
+def test_cache_hit_miss_and_corrupt_entry(tiny, pool, tmp_path):
+    prompts, responses = pool
+    task, cfg = get_task("alpaca"), WhispererConfig(**CHEAP)
+    first_ledger, again_ledger = CostLedger(), CostLedger()
+    first = cached_whisper_scores(tiny, prompts, responses, task, cfg, cache=tmp_path, ledger=first_ledger,
+                                  progress=False)
+    again = cached_whisper_scores(tiny, prompts, responses, task, cfg, cache=tmp_path, ledger=again_ledger,
+                                  progress=False)
+    assert not first.from_cache and again.from_cache and first.cache_path == again.cache_path
+    assert list(tmp_path.glob("*.npz")) == [first.cache_path]
+    assert np.array_equal(first.scores, again.scores) and np.array_equal(first.counts, again.counts)
+    assert again.seconds == first.seconds and again.config == first.config  # the original scoring's
+    assert again_ledger.to_dict() == first_ledger.to_dict()  # the original cost, replayed
+    assert first_ledger["lm-icl-scoring"].flops_forward > 0
+    other_seed = cached_whisper_scores(tiny, prompts, responses, task, WhispererConfig(**{**CHEAP, "seed": 1}),
+                                       cache=tmp_path, progress=False)
+    edited = cached_whisper_scores(tiny, prompts, [*responses[:-1], responses[-1] + " river"], task, cfg,
+                                   cache=tmp_path, progress=False)
+    assert not other_seed.from_cache and not edited.from_cache and len(list(tmp_path.glob("*.npz"))) == 3
+    assert not np.array_equal(other_seed.scores, first.scores)
+    first.cache_path.write_bytes(first.cache_path.read_bytes()[:200])  # a truncated entry
+    redone = cached_whisper_scores(tiny, prompts, responses, task, cfg, cache=tmp_path, progress=False)
+    assert not redone.from_cache and np.array_equal(redone.scores, first.scores)
+    assert cached_whisper_scores(tiny, prompts, responses, task, cfg, cache=tmp_path, progress=False).from_cache
+    off = cached_whisper_scores(tiny, prompts, responses, task, cfg, cache=False, progress=False)
+    assert not off.from_cache and off.cache_path is None and np.array_equal(off.scores, first.scores)
+
+
+def test_another_budget_reuses_the_scores_and_their_cost(tiny_dir, records_file, tmp_path):
+    params = {k: v for k, v in CHEAP.items() if k != "bf16"}
+    runs = [_run(records_file, tiny_dir, budget=b, params=params, out=tmp_path / f"b{b}") for b in (3, 5)]
+    blocks = [json.loads((tmp_path / f"b{b}" / "run.json").read_text()) for b in (3, 5)]
+    assert [r["whisperer"]["from_cache"] for r in blocks] == [False, True]
+    assert blocks[0]["whisperer"]["cache_key"] == blocks[1]["whisperer"]["cache_key"]
+    assert blocks[1]["whisperer"]["seconds"] == blocks[0]["whisperer"]["seconds"] > 0
+    phases = [next(p for p in r["cost"]["phases"] if p["name"] == "lm-icl-scoring") for r in blocks]
+    assert phases[1]["seconds"] == phases[0]["seconds"] > 0 and phases[1]["flops_forward"] == phases[0]["flops_forward"]
+    assert runs[1].selection.indices[:3].tolist() == runs[0].selection.indices.tolist()  # the same scores, top 5
+    assert len(list((Path(os.environ["DATACOMP_CACHE"]) / "lm" / "whisperer").glob("whisperer-*.npz"))) == 1
+
+
 # ---------------------------------------------------------------------------------------------- misconfigurations
-def _run(records_file, tiny_dir, budget=3, params=None, embedder=None):
-    opts = SelectOptions(device="cpu", quiet=True, text=TextOptions(embedder=embedder or f"lm:{tiny_dir}"))
+def _run(records_file, tiny_dir, budget=3, params=None, embedder=None, out=None):
+    opts = SelectOptions(device="cpu", quiet=True, out=out, text=TextOptions(embedder=embedder or f"lm:{tiny_dir}"))
     return select_dataset(str(records_file), "data-whisperer", budget=budget, params=params, options=opts)
 
 

@@ -44,28 +44,55 @@ Cost: the ledger phase ``lm-icl-scoring`` records the wall time and analytic for
 processed token (padding included): decoder layers for every context, query and generated token, the LM head for
 generated tokens, the layers up to ``layer`` for the attention pass; the attention-score FLOPs (quadratic in the
 context) are not counted.
+
+Under ``torchrun`` (or any initialised default process group), every rank plans the same episodes (same seed), cuts
+them into the same generation calls, and runs a contiguous slice of the *calls* (:func:`~datacomp.lm.shard.shard_range`
+over the calls, i.e. a contiguous slice of the episode list cut at call boundaries): every call holds the same
+episodes as in one process, so each episode's padding and batch partners are the same, and its weights, answers and
+metric values are bit-identical. The per-item accumulated weighted metric and counts are summed over ranks (every item
+is a demonstration in exactly one episode, so the sum adds zeros to one rank's value): every rank ends with the score
+vector of one process, bit for bit. Generated tokens and FLOPs are summed over ranks; the ``lm-icl-scoring`` phase is
+every rank's own, summed (its ``extra`` totals come from rank 0). Without a process group nothing changes.
+
+:func:`cached_whisper_scores` keeps the result on disk (``$DATACOMP_CACHE/lm/whisperer`` or a given folder), keyed by
+the model and tokenizer digests, a SHA-256 over the full prompts and responses, the task and metric, and every
+:class:`WhispererConfig` field (layer and bf16 resolved; ``batch_size`` too: it changes scores only by float rounding,
+but rounding can flip a greedy token). Entries are ``.npz`` (read with ``allow_pickle=False``) written atomically by
+rank 0; a hit replays the ledger of the original scoring, so the run still reports what the scores cost; a corrupt or
+mismatched entry is recomputed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import math
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from datacomp.cost import CostLedger
 from datacomp.errors import ConfigError, DataError
+from datacomp.io import atomic_write, cache_dir, sha256_bytes
 
+from .activations import texts_digest
 from .forward import decoder_layers, layer_index, precision, uses_bf16
 from .models import LanguageModel
+from .shard import all_gather_concat, all_gather_json, any_rank, join_torchrun, ranks, shard_range
+from .tasks import Task
 
 __all__ = ["WhispererConfig", "WhispererResult", "EpisodePlan", "Episode", "whisper_scores", "plan_episodes",
-           "episode_weights", "default_layer", "check_pool", "RELEASED_LAYER", "STOP_MARKER", "SEPARATOR"]
+           "episode_weights", "default_layer", "check_pool", "cached_whisper_scores", "whisperer_cache_key",
+           "RELEASED_LAYER", "STOP_MARKER", "SEPARATOR"]
+
+_CACHE_VERSION = 1
 
 RELEASED_LAYER = 11  # the released code's layer for models it has no specific setting for
 STOP_MARKER = "\n### "  # a new template section: the model has started another record
@@ -138,6 +165,9 @@ class WhispererResult:
         generated_tokens: tokens generated (each answer up to its EOS; tokens past the stop marker included).
         metric_mean: mean task metric over all answered queries.
         config: the settings used (resolved layer, model layer count, truncation counts, the rules above).
+        from_cache: read from the cache (:func:`cached_whisper_scores`); ``seconds`` is then the original scoring's.
+        key: the cache key (:func:`whisperer_cache_key`), or None.
+        cache_path: the cache entry, or None.
     """
 
     scores: np.ndarray
@@ -147,6 +177,9 @@ class WhispererResult:
     generated_tokens: int
     metric_mean: float
     config: dict = field(default_factory=dict)
+    from_cache: bool = False
+    key: str | None = None
+    cache_path: Path | None = None
 
     @property
     def seconds_per_episode(self) -> float:
@@ -444,11 +477,23 @@ def _param_counts(model: Any, layer: int) -> tuple[int, int, int]:
     return count(layers), count([head]) if head is not None else 0, count(layers[:layer + 1])
 
 
+def _sum_over_ranks(acc: np.ndarray, counts: np.ndarray, totals: list[float]
+                    ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """``acc``, ``counts`` and the scalars ``totals`` summed over the ranks of the process group, in rank order, on
+    every rank (the inputs themselves without a group)."""
+    if not ranks().distributed:
+        return acc, counts, totals
+    stacked = all_gather_concat(np.stack([acc, counts.astype(np.float64)])[None])  # [world, 2, n]
+    scalars = np.asarray(all_gather_json([float(t) for t in totals]), dtype=np.float64)  # [world, k]
+    return stacked[:, 0].sum(axis=0), stacked[:, 1].sum(axis=0).astype(np.int64), scalars.sum(axis=0).tolist()
+
+
 def whisper_scores(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str],
                    task_metric: Callable[[Sequence[str], Sequence[str]], np.ndarray],
                    config: WhispererConfig = WhispererConfig(), *, ledger: Any = None,
                    progress: bool = True) -> WhispererResult:
-    """Data Whisperer scores of the pool ``prompts[i] + responses[i]`` (module docstring).
+    """Data Whisperer scores of the pool ``prompts[i] + responses[i]`` (module docstring). Under a process group
+    (``torchrun``) each rank scores a contiguous slice of the episodes and every rank returns the whole result.
 
     Args:
         lm: from ``load_lm(..., attn_implementation="eager")``.
@@ -456,8 +501,9 @@ def whisper_scores(lm: LanguageModel, prompts: Sequence[str], responses: Sequenc
             (:func:`datacomp.lm.tasks.split_prompt_response`).
         task_metric: ``metric(predictions, references) -> [k]`` values in [0, 1] (e.g. ``Task.score``).
         config: :class:`WhispererConfig`.
-        ledger: a :class:`datacomp.cost.CostLedger`; the work is recorded as phase ``lm-icl-scoring``.
-        progress: show a progress bar over generation batches.
+        ledger: a :class:`datacomp.cost.CostLedger`; the work is recorded as phase ``lm-icl-scoring`` (every rank's,
+            summed).
+        progress: show a progress bar over this rank's generation batches.
     """
     t0 = time.perf_counter()
     config.check()
@@ -473,16 +519,20 @@ def whisper_scores(lm: LanguageModel, prompts: Sequence[str], responses: Sequenc
     plan = plan_episodes(n, config)
     toks = _tokenize(lm, prompts, responses, config.max_length)
     bf16 = uses_bf16(lm.model, lm.device, config.bf16)
+    group = join_torchrun(lm.device)
     acc, counts = np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.int64)
     per_call = max(1, config.batch_size // config.n_queries)
     calls = [range(s, min(s + per_call, len(plan))) for s in range(0, len(plan), per_call)]
+    span = shard_range(len(calls), group.rank, group.world)  # whole calls: the same batches as in one process
     body, head, upto = _param_counts(lm.model, layer)
     generated, flops, metric_sum = 0, 0.0, 0.0
-    phase = ledger.phase("lm-icl-scoring", device=lm.device) if ledger is not None else None
+    sink = CostLedger() if group.distributed and ledger is not None else ledger
+    phase = sink.phase("lm-icl-scoring", device=lm.device) if sink is not None else None
     from tqdm.auto import tqdm
 
     with phase if phase is not None else contextlib.nullcontext(), precision(lm.model, lm.device, bf16):
-        for episodes in tqdm(calls, desc="data-whisperer", leave=False, disable=not progress):
+        for episodes in tqdm(calls[span.start:span.stop], desc="data-whisperer", leave=False,
+                             disable=not progress):
             ctx = _Context(lm.model, [toks.episode(plan.demos[e], plan.queries[e]) for e in episodes],
                            lm.tokenizer.pad_token_id)
             new, suffix_tokens = ctx.generate(lm, config.max_new_tokens)
@@ -499,19 +549,113 @@ def whisper_scores(lm: LanguageModel, prompts: Sequence[str], responses: Sequenc
             generated += n_generated
             metric_sum += float(metric.sum())
             flops += 2.0 * (body * (ctx.tokens + suffix_tokens) + head * new.numel() + upto * attn_tokens)
+        acc, counts, (total_generated, metric_sum, total_flops) = _sum_over_ranks(
+            acc, counts, [generated, metric_sum, flops])
+        generated = int(total_generated)
         if phase is not None:
-            phase.add_flops(forward=flops)
-            phase.extra.update(episodes=len(plan), generated_tokens=generated)
+            phase.add_flops(forward=flops)  # this rank's own; the ranks' phases are summed below
+            if group.is_main:
+                phase.extra.update(episodes=len(plan), generated_tokens=generated)
             phase.note("forward FLOPs = 2 x parameters per processed token (attention scores not counted)")
+    if sink is not ledger:
+        for part in all_gather_json(sink.to_dict()):
+            ledger.merge(CostLedger.from_dict(part))
     seconds = time.perf_counter() - t0
     metric_mean = metric_sum / max(plan.queries.size, 1)
     record = {**asdict(config), "layer": layer, "layer_requested": config.layer, "num_layers": num_layers,
               "bf16": bf16, "episodes": len(plan), "queries_answered": int(plan.queries.size),
-              "generated_tokens": generated, "flops": flops, "seconds": round(seconds, 4),
+              "generated_tokens": generated, "flops": total_flops, "seconds": round(seconds, 4),
               "seconds_per_episode": round(seconds / max(len(plan), 1), 4), "metric_mean": metric_mean,
               "truncated_demos": toks.truncated_demos, "truncated_queries": toks.truncated_queries,
-              "separator": SEPARATOR, "stop_marker": STOP_MARKER,
+              "separator": SEPARATOR, "stop_marker": STOP_MARKER, "ranks": group.world,
               "queries": "one prompt per query (identical demonstrations), batched per episode",
               "query_source": f"the other folds of a seeded {config.folds}-fold split"}
     return WhispererResult(np.divide(acc, np.maximum(counts, 1)), counts, len(plan), seconds, generated,
                            metric_mean, record)
+
+
+# -------------------------------------------------------------------------------------------------------- cache
+def _key_config(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str], task: Task,
+                config: WhispererConfig) -> dict:
+    """Everything that determines the scores (module docstring)."""
+    config.check()
+    if len(prompts) != len(responses):
+        raise DataError(f"{len(prompts)} prompts for {len(responses)} responses")
+    num_layers = len(decoder_layers(lm.model))
+    layer = layer_index(lm.model, default_layer(num_layers) if config.layer is None else config.layer,
+                        option="layer (--set layer=)")
+    settings = {**asdict(config), "layer": layer, "bf16": uses_bf16(lm.model, lm.device, config.bf16)}
+    return {"kind": "whisperer", "version": _CACHE_VERSION, "model_sha256": lm.digest,
+            "tokenizer_sha256": lm.info.get("tokenizer_sha256"), "task": task.name, "metric": task.metric,
+            "texts_sha256": texts_digest([*prompts, *responses]), "n_texts": len(prompts), "settings": settings,
+            "separator": SEPARATOR, "stop_marker": STOP_MARKER}
+
+
+def whisperer_cache_key(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str], task: Task,
+                        config: WhispererConfig = WhispererConfig()) -> str:
+    """The cache key (SHA-256, 32 hex digits) of a scoring: model, tokenizer, full texts, task, metric, settings."""
+    blob = json.dumps(_key_config(lm, prompts, responses, task, config), sort_keys=True, separators=(",", ":"))
+    return sha256_bytes(blob.encode())[:32]
+
+
+def _cache_path(key: str, cache: bool | str | Path) -> Path | None:
+    if cache is False:
+        return None
+    root = cache_dir("lm") / "whisperer" if cache is True else Path(cache).expanduser()
+    return root / f"whisperer-{key}.npz"
+
+
+def _load(path: Path | None, key: str, n: int) -> tuple[dict[str, np.ndarray], dict, CostLedger] | None:
+    """The arrays, metadata and ledger of the entry at ``path`` if it is whole and holds ``key``, else None."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(str(arrays.pop("__meta__")))
+        cost = CostLedger.from_dict(meta["cost"])
+        if str(arrays.pop("__key__")) != key or any(arrays[k].shape != (n,) for k in ("scores", "counts")):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None  # corrupt entries are recomputed and overwritten, never trusted
+    return arrays, meta, cost
+
+
+def cached_whisper_scores(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str], task: Task,
+                          config: WhispererConfig = WhispererConfig(), *, cache: bool | str | Path = True,
+                          ledger: Any = None, progress: bool = True) -> WhispererResult:
+    """:func:`whisper_scores` with ``task.score``, kept on disk (module docstring).
+
+    Args:
+        task: a :class:`datacomp.lm.tasks.Task` (its name and metric enter the key).
+        cache: True (``$DATACOMP_CACHE/lm/whisperer``), False (neither read nor write) or a folder.
+        ledger: receives the ``lm-icl-scoring`` phase: the one just measured, or on a hit the original one (its
+            seconds and FLOPs), so a reused score still reports what it cost.
+
+    Returns:
+        The :class:`WhispererResult`; ``from_cache``, ``key`` and ``cache_path`` say where it came from.
+    """
+    key = whisperer_cache_key(lm, prompts, responses, task, config)
+    path = _cache_path(key, cache)
+    join_torchrun(lm.device)  # before the first collective (any_rank): every rank joins the group here
+    entry = _load(path, key, len(prompts))
+    if not any_rank(entry is None):  # under a process group: a hit only where every rank has the entry
+        arrays, meta, cost = entry
+        if ledger is not None:
+            ledger.merge(cost)
+        return WhispererResult(arrays["scores"], arrays["counts"], int(meta["episodes"]), float(meta["seconds"]),
+                               int(meta["generated_tokens"]), float(meta["metric_mean"]), dict(meta["config"]),
+                               from_cache=True, key=key, cache_path=path)
+    own = CostLedger()
+    result = whisper_scores(lm, prompts, responses, task.score, config, ledger=own, progress=progress)
+    if ledger is not None:
+        ledger.merge(own)
+    if path is not None and ranks().is_main:
+        meta = {"episodes": result.episodes, "seconds": result.seconds, "generated_tokens": result.generated_tokens,
+                "metric_mean": result.metric_mean, "config": result.config, "cost": own.to_dict(),
+                "key_config": _key_config(lm, prompts, responses, task, config),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write(path, lambda fh: np.savez(fh, __key__=np.array(key), __meta__=np.array(json.dumps(meta)),
+                                               scores=result.scores, counts=result.counts))
+    result.key, result.cache_path = key, path
+    return result
