@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -157,22 +159,26 @@ def test_torchrun_two_processes_gathers_one_synset(tiny, tmp_path: Path) -> None
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["ncfm", "dm"])
-def test_torchrun_gives_the_single_process_set_bit_for_bit(tmp_path: Path, method: str) -> None:
-    """The same seed gives the same set on 1 and on 2 ranks (digits, IPC 10, 6 iterations: the 10 classes form
+def test_torchrun_gives_the_single_process_set_bit_for_bit(tmp_path: Path, monkeypatch, method: str) -> None:
+    """The same seed gives the same set on 1 and on 2 ranks (digits, IPC 10, 3 iterations: the 10 classes form
     synthetic groups of 6 and 4 that the ranks hold whole, the frequencies' gradient is summed group by group in
-    class order, the logged mean loss over every class's loss). Both with one thread per process: thread counts
-    change float summation order inside the kernels."""
-    flags = ["--dataset", "digits", "--ipc", "10", "--iterations", "6", "--method", method, "--eval-runs", "0",
+    class order, the logged mean loss over every class's loss). The single rank runs in this process, the two ranks
+    under torchrun; both with one thread per process: thread counts change float summation order inside the
+    kernels."""
+    flags = ["--dataset", "digits", "--ipc", "10", "--iterations", "3", "--method", method, "--eval-runs", "0",
              "--device", "cpu", "--quiet", "--pool-dir", str(tmp_path / "pool")]
     if method == "ncfm":
         flags += ["--set", "pool_size=2", "pool_epochs=2", "pool_min_steps=0"]  # small pool: the test is about the iterations
-    env = {**_env(), "DATACOMP_CACHE": str(tmp_path / "cache")}
-    single = subprocess.run([sys.executable, "-m", "datacomp", "distill", *flags, "--out", str(tmp_path / "one")],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
+    monkeypatch.setenv("DATACOMP_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*flags, "--out", str(tmp_path / "one")]) == 0  # also fills the pool cache the ranks read
+    finally:
+        torch.set_num_threads(threads)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
            f"--master_port={_free_port()}", "-m", "datacomp", "distill", *flags, "--out", str(tmp_path / "two")]
-    multi = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    multi = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert multi.returncode == 0, multi.stderr[-3000:]
     a = SyntheticSet.load(tmp_path / "one" / "synset.safetensors")
     b = SyntheticSet.load(tmp_path / "two" / "synset.safetensors")
@@ -182,7 +188,13 @@ def test_torchrun_gives_the_single_process_set_bit_for_bit(tmp_path: Path, metho
     run_a, run_b = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("one", "two"))
     assert run_a["output_sha256"] == run_b["output_sha256"] == a.content_digest()
     log_a, log_b = (json.loads((tmp_path / d / "log.json").read_text()) for d in ("one", "two"))
-    assert log_a["loss"] == log_b["loss"]
+    assert len(log_a["loss"]) == 3 and log_a["loss"] == log_b["loss"]
+
+
+def _collect(stream, chunks: list[str]) -> None:
+    """Append what ``stream`` (a binary pipe) yields to ``chunks`` as it comes, until the end of the stream."""
+    while data := stream.read1(4096):
+        chunks.append(data.decode(errors="replace"))
 
 
 @pytest.mark.slow
@@ -190,11 +202,23 @@ def test_cli_interrupt_prints_the_resume_command(tiny, tmp_path: Path) -> None:
     """SIGTERM during the iterations: a checkpoint, the exact command to continue, exit 143, no traceback."""
     out = tmp_path / "term"
     assert main(_flags(tiny, tmp_path / "warm", 1, 1)) == 0  # the pool is cached: the next run iterates at once
-    cmd = [sys.executable, "-m", "datacomp", "distill", *_flags(tiny, out, 100000, 100000, ("--set", "alpha=0.4"))]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # started, iterating
+    # Without --quiet: the progress bar on stderr says when the first iteration is done (the handlers are set).
+    flags = [f for f in _flags(tiny, out, 100000, 100000, ("--set", "alpha=0.4")) if f != "--quiet"]
+    cmd = [sys.executable, "-m", "datacomp", "distill", *flags]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    chunks: list[str] = []
+    reader = threading.Thread(target=_collect, args=(proc.stderr, chunks), daemon=True)
+    reader.start()
+    deadline = time.time() + 120
+    while not re.search(r"\b[1-9]\d*/100000", "".join(chunks)):  # started, iterating
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"no iteration within 120 s: {''.join(chunks)[-2000:]}")
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    err = "".join(chunks)
     assert proc.returncode == 143, err[-2000:]
     assert "Traceback" not in err and "SIGTERM received: stopped after iteration" in err
     resume = err.split("Continue with: ")[1].strip()
