@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datacomp.evaluation import get_protocol
 from datacomp.io import atomic_write, package_versions
 from datacomp.selectors import (
     EvalOptions,
@@ -66,7 +67,8 @@ QUICK = {"dataset": "digits", "ipc": [1, 5], "fraction_values": [0.05], "model":
 
 
 # What a row's number depends on: a row of an earlier results file stands in for a cell only when all of these match.
-SETTINGS = ("dataset", "quick", "model", "protocol", "runs", "proxy_epochs", "proxy_bf16", "seed", "device", "sae")
+SETTINGS = ("dataset", "quick", "model", "protocol", "schedule", "runs", "proxy_epochs", "proxy_bf16", "seed", "device",
+            "sae")
 
 
 def _previous_rows(path: Path, doc: dict) -> dict[tuple[str, str], dict]:
@@ -83,6 +85,7 @@ def _previous_rows(path: Path, doc: dict) -> dict[tuple[str, str], dict]:
     except (OSError, json.JSONDecodeError) as err:
         print(f"not reusing rows of {path}: unreadable ({err})")
         return {}
+    old.setdefault("schedule", "multistep")  # results files written before protocols named their schedule
     differs = [k for k in SETTINGS if old.get(k) != doc[k]]
     if differs:
         print(f"not reusing rows of {path}: written with other {', '.join(differs)}")
@@ -282,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = Path(args.runs_dir or f"runs/coreset_table_{tag}")
     cells = _cells(args)
     doc = {"dataset": args.dataset, "quick": args.quick, "methods": args.methods, "cells": [c[1] for c in cells],
-           "model": args.model, "protocol": args.protocol, "runs": args.runs, "proxy_epochs": args.proxy_epochs,
+           "model": args.model, "protocol": args.protocol, "schedule": get_protocol(args.protocol).schedule,
+           "runs": args.runs, "proxy_epochs": args.proxy_epochs,
            "proxy_bf16": args.proxy_bf16, "seed": args.seed, "device": args.device,
            "sae": {"latents": args.sae_latents, "k": args.sae_k, "epochs": args.sae_epochs},
            "paper_rows": {m: {str(k): v for k, v in vals.items()} for m, vals in PAPER_ROWS.items()},

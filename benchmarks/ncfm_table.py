@@ -41,6 +41,7 @@ from datacomp.cost import save_json
 from datacomp.distillers import distill
 from datacomp.distillers.configs import resolve_native_bf16
 from datacomp.distillers.presets import config_dict, config_from_dict, get_config
+from datacomp.evaluation import get_protocol
 from datacomp.io import atomic_write
 from datacomp.runtime import keep_freed_memory, resolve_device
 
@@ -99,6 +100,10 @@ def _cached(out: Path, runs: int, protocol: str, expected: dict, seed: int) -> d
         return None
     result = record.get("eval")
     if result and len(result["accuracies"]) == runs and result["protocol"] == protocol:
+        schedule = (result.get("protocol_config") or {}).get("schedule", "multistep")
+        if schedule != get_protocol(protocol).schedule:
+            print(f"  {out.name}: evaluated with the '{schedule}' schedule of {protocol}; recomputing", flush=True)
+            return None
         return record
     return None
 
