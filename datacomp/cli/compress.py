@@ -1,10 +1,13 @@
-"""``datacomp train`` (a teacher on the full data) and ``datacomp compress`` (prune -> KD -> quantize).
+"""``datacomp train`` (a teacher on the full data) and ``datacomp compress`` (prune -> KD -> binarize / quantize).
 
 Examples::
 
     datacomp train --dataset digits --model convnet-3-in --set epochs=100 --out runs/teacher-digits
     datacomp compress --teacher runs/teacher-digits --data random:10 --prune 0.5 --structured --kd \\
         --quantize int8 --out runs/compress-digits
+    datacomp compress --teacher runs/t1 --data random:10 --student convnet-3-in --student-arg width=32 --kd \\
+        --teachers runs/t1 runs/t2 --binarize weights --out runs/multi-binary
+    datacomp compress --teacher runs/t1 --data random:10 --born-again 3 --born-again-ensemble --out runs/ban
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from datacomp.augment import PIPELINES
 from datacomp.compression import CompressConfig, TrainConfig, compress, train_teacher
+from datacomp.compression.binarize import BINARIZE_MODES
 from datacomp.compression.config import AUGMENT_OPTIONS, LEGACY_AUGMENT
 from datacomp.compression.modelio import read_spec
 from datacomp.compression.quantize import CALIBRATION_SOURCES
@@ -71,9 +75,10 @@ _COMPRESS_FLAGS = {
     "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "temperature": "temperature",
     "alpha": "alpha", "hint_weight": "hint_weight", "augment": "augment", "quantize": "quantize",
     "calibration": "calibration", "calibration_size": "calibration_size", "latency_batch": "latency_batch",
-    "latency_repeats": "latency_repeats",
+    "latency_repeats": "latency_repeats", "teachers": "teachers", "teacher_weights": "teacher_weights",
+    "born_again": "born_again", "binarize": "binarize",
 }
-_COMPRESS_SWITCHES = ("structured", "global_pruning", "kd", "finetune")
+_COMPRESS_SWITCHES = ("structured", "global_pruning", "kd", "finetune", "born_again_ensemble")
 
 
 def config_from_args(args: argparse.Namespace) -> CompressConfig:
@@ -97,15 +102,39 @@ def _format_row(name: str, report: dict, teacher_acc: float) -> list[str]:
     ]
 
 
+def _stage_notes(stage: dict, teacher_acc: float) -> list[str]:
+    """Lines under the table for what a stage's row does not show (1-bit size, born-again ensemble)."""
+    details, notes = stage.get("details") or {}, []
+    size = details.get("size")
+    if stage["stage"] == "binarize" and size:
+        notes.append(f"binarize ({details['mode']}): {size['binarized_weights']:,} weights at 1 bit in "
+                     f"{len(details['layers'])} layers + {size['scales']:,} fp32 scales: "
+                     f"{size['size_bytes'] / 1024:.1f} KiB ({size['float_size_bytes'] / 1024:.1f} KiB in float)")
+    ensemble = details.get("ensemble")
+    if ensemble:
+        notes.append(f"{stage['stage']}: ensemble of {ensemble['generations']} generations (mean logits) test acc "
+                     f"{100 * ensemble['test_accuracy']:.2f}% ({100 * (ensemble['test_accuracy'] - teacher_acc):+.2f} "
+                     f"vs teacher)")
+    return notes
+
+
 def print_summary(doc: dict) -> None:
     """Table of the teacher and every stage of a ``compress`` ``run.json`` document."""
     teacher = doc["teacher"]["report"]
     rows = [_format_row("teacher", teacher, teacher["test_accuracy"]) + ["-"]]
     notes = []
+    teachers = doc.get("teachers")
+    if teachers:
+        for i, member in enumerate(teachers["members"], 1):
+            notes.append(f"teachers[{i}] {member['source']} (weight {member['weight']:.3g}): test acc "
+                         f"{100 * member['test_accuracy']:.2f}%")
+        notes.append(f"teachers combined (T={teachers['temperature']:g}): test acc "
+                     f"{100 * teachers['combined_test_accuracy']:.2f}%")
     for stage in doc["stages"]:
         if stage["status"] != "done":
             notes.append(f"{stage['stage']}: {stage['status']} ({stage.get('reason')})")
             continue
+        notes.extend(_stage_notes(stage, teacher["test_accuracy"]))
         seconds = sum(p["seconds"] for p in stage["cost"]["phases"])
         rows.append(_format_row(stage["stage"], stage["report"], teacher["test_accuracy"]) + [f"{seconds:.1f}"])
     print_table(rows, ["stage", "params", "nonzero", "MACs/img", "latency ms", "size KiB", "test acc %",
@@ -167,7 +196,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
-        "compress", help="prune -> KD -> quantize a teacher with a small set, measuring every stage")
+        "compress", help="prune -> KD -> binarize / quantize a teacher with a small set, measuring every stage")
     p.add_argument("--teacher", required=True, help="teacher from `datacomp train` (run folder or .safetensors)")
     p.add_argument("--data", required=True,
                    help="small set: a SyntheticSet .safetensors, a Selection .npz (training-split indices), "
@@ -195,6 +224,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--augment", choices=[*AUGMENT_OPTIONS, *LEGACY_AUGMENT], default=None, metavar="NAME",
                    help=_augment_help(AUGMENT_OPTIONS) + " (default none; 'diffaug' of datacomp 0.1.0 reads as "
                         "color_crop_cutout)")
+    g.add_argument("--teachers", nargs="+", default=None, metavar="RUN_OR_MODEL",
+                   help="multi-teacher KD: distil from these teachers' softened distributions averaged at the KD "
+                        "temperature (run folders / model files of the same dataset; list --teacher too to include "
+                        "it); used by --kd (stage multi-kd), --born-again and --binarize")
+    g.add_argument("--teacher-weights", nargs="+", type=float, default=None, metavar="W",
+                   help="one weight >= 0 per --teachers entry (default equal)")
+    g = p.add_argument_group("born-again", "self-distillation: generations of the same architecture")
+    g.add_argument("--born-again", type=int, default=None, metavar="N",
+                   help="N generations, each a fresh copy of the teacher's architecture (or --student) distilled "
+                        "from the one before (the first from the teacher); stages born-again-1 ... born-again-N")
+    g.add_argument("--born-again-ensemble", action="store_true",
+                   help="also report the accuracy of the generations' averaged logits (N >= 2)")
+    g = p.add_argument_group("binarize")
+    g.add_argument("--binarize", choices=list(BINARIZE_MODES), default=None,
+                   help="XNOR-Net 1-bit weights (+ sign activations) in every conv/linear layer but the first and "
+                        "last, recovered by KD from the teacher on the small set (excludes --quantize)")
     g = p.add_argument_group("quantize")
     g.add_argument("--quantize", choices=["int8"], default=None, help="post-training static quantization (CPU)")
     g.add_argument("--calibration", choices=list(CALIBRATION_SOURCES), default=None,

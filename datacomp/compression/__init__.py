@@ -1,11 +1,16 @@
-"""Compression consumers of small data: knowledge distillation, pruning and int8 quantization.
+"""Compression consumers of small data: knowledge distillation, pruning, binarization and int8 quantization.
 
-- :func:`compress` (:mod:`~datacomp.compression.api`): prune -> train (``kd`` or ``finetune``) -> quantize a
-  teacher with a small set, each stage saved, measured and costed; settings in :class:`CompressConfig`.
+- :func:`compress` (:mod:`~datacomp.compression.api`): prune -> train (``kd`` / ``multi-kd``, ``finetune`` or
+  born-again generations) -> binarize -> quantize a teacher with a small set, each stage saved, measured and costed;
+  settings in :class:`CompressConfig`.
 - :func:`train_teacher` (:mod:`~datacomp.compression.train`): a teacher trained on the full training split.
 - :mod:`~datacomp.compression.losses`: Hinton KD (``alpha * T^2 * KL + (1 - alpha) * CE``, batch mean), FitNets hints.
 - :mod:`~datacomp.compression.kd`: :class:`KDSettings` / :class:`KDConfig` and :func:`train_student` (KD /
   fine-tuning on a small set).
+- :mod:`~datacomp.compression.multikd`: multi-teacher KD (:class:`TeacherEnsemble`: the teachers' softened
+  distributions averaged with weights).
+- :mod:`~datacomp.compression.binarize`: XNOR-Net 1-bit weights (and activations) with the clipped
+  straight-through estimator.
 - :mod:`~datacomp.compression.relabel`: teacher soft labels for a small set.
 - :mod:`~datacomp.compression.prune`: global unstructured magnitude pruning and structured channel pruning
   (torch-pruning; magnitude or Taylor importance from the small set).
@@ -17,11 +22,13 @@
 """
 
 from .api import DEFAULT_CONFIG, CompressResult, compress, upgrade_compress_record
+from .binarize import BINARIZE_MODES, binarize_model, binarize_weight, binary_size, freeze_binarized, sign_ste
 from .config import CompressConfig
 from .kd import KDConfig, KDSettings, train_student
 from .losses import FeatureHint, KDLoss, cross_entropy, kd_loss
 from .measure import count_macs, count_parameters, measure_latency, model_report
 from .modelio import load_model, model_digest, save_model
+from .multikd import TeacherEnsemble, combine_teacher_logits
 from .prune import ChannelPruneSettings, global_magnitude_prune, structured_channel_prune
 from .quantize import QUANT_SUPPORT, QuantizationUnavailable, calibration_images, quantize_int8
 from .relabel import relabel, teacher_soft_labels
@@ -63,4 +70,12 @@ __all__ = [
     "measure_latency",
     "model_report",
     "resolve_small_set",
+    "TeacherEnsemble",
+    "combine_teacher_logits",
+    "BINARIZE_MODES",
+    "binarize_model",
+    "binarize_weight",
+    "binary_size",
+    "freeze_binarized",
+    "sign_ste",
 ]

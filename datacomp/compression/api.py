@@ -1,4 +1,5 @@
-"""``compress``: prune -> train (KD or fine-tuning) -> quantize a teacher with a small set, measuring every stage.
+"""``compress``: prune -> train (KD, multi-teacher KD, fine-tuning or born-again generations) -> binarize ->
+quantize a teacher with a small set, measuring every stage.
 
 Every stage (any subset, always in that order) reports parameters, MACs, measured CPU latency, size on disk, test
 accuracy on the dataset's real test split, and its own cost ledger; the teacher is measured the same way first so
@@ -17,11 +18,30 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from datacomp.compression.checks import check_model_args, check_teacher, load_teacher
+from datacomp.compression.binarize import binarizable_layers
+from datacomp.compression.checks import (
+    build_model,
+    check_model_args,
+    check_teacher,
+    load_teacher,
+    load_teacher_ensemble,
+)
 from datacomp.compression.config import LEGACY_AUGMENT, CompressConfig
 from datacomp.compression.rundir import check_config, open_run, run_folder
 from datacomp.compression.smallset import resolve_small_set, small_set_info, small_set_ledger, small_set_tensors
-from datacomp.compression.stages import Bench, RunContext, SmallData, StageResult, prune_stage, quantize_stage, train_stage
+from datacomp.compression.measure import evaluate_accuracy
+from datacomp.compression.stages import (
+    Bench,
+    RunContext,
+    SmallData,
+    StageResult,
+    binarize_stage,
+    born_again_stages,
+    ensemble_accuracy,
+    prune_stage,
+    quantize_stage,
+    train_stage,
+)
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.errors import ConfigError
@@ -53,7 +73,8 @@ class CompressResult:
     out: Path | None = None
 
     def stage(self, name: str) -> StageResult:
-        """The stage called ``name`` (``prune``, ``kd``, ``finetune`` or ``quantize``)."""
+        """The stage called ``name`` (``prune``, ``kd``, ``multi-kd``, ``finetune``, ``born-again-G``, ``binarize`` or
+        ``quantize``)."""
         for s in self.stages:
             if s.stage == name:
                 return s
@@ -74,7 +95,8 @@ def compress(teacher: nn.Module | str | os.PathLike, small: SyntheticSet | str |
         dataset: The teacher's dataset (an ``ImageDataset`` or a registry name); default: the one the teacher file
             records.
         config: Stages and settings; default :data:`DEFAULT_CONFIG` (structured pruning of half the channels,
-            KD on the small set, int8).
+            KD on the small set, int8). Its ``teachers`` (multi-teacher KD) are model files / run folders, checked
+            against the dataset like the teacher.
         out: Run folder for ``run.json`` and the models (None: measure in a temporary folder, keep nothing).
         overwrite: Replace a run already in ``out``.
         device: Device of the training stage (``auto``: cuda when available); measurements run on CPU.
@@ -97,9 +119,17 @@ def compress(teacher: nn.Module | str | os.PathLike, small: SyntheticSet | str |
     check_teacher(teacher, ds, x, source)
     if config.student is not None:
         check_model_args(config.student, ds, config.student_kwargs, "--student")
+    if config.binarize is not None:
+        with torch.random.fork_rng(devices=[]):
+            binarizable_layers(teacher if config.student is None else
+                               build_model(config.student, ds, config.student_kwargs, "--student"))
+    teachers, teachers_info = None, None
+    if config.teachers:
+        teachers, teachers_info = load_teacher_ensemble(config.teachers, config.teacher_weights, config.temperature,
+                                                        ds, x)
     data = SmallData(x, y, small_set_info(synset, len(x)))
     with run_folder(run_dir, scratch=True) as folder:
-        run = RunContext(ds, device, not quiet, folder, source, small_set_ledger(synset))
+        run = RunContext(ds, device, not quiet, folder, source, small_set_ledger(synset), teachers, teachers_info)
         result = _run(teacher.cpu().eval(), data, config, run)
         if run_dir is not None:
             result.record.write(folder)
@@ -131,12 +161,25 @@ def _run(teacher: nn.Module, small: SmallData, config: CompressConfig, run: RunC
         total.merge(run.small_set_cost)
 
     current: nn.Module = copy.deepcopy(teacher)
+    kd_teacher = run.kd_teacher(teacher)
     if config.prune is not None:
         details, ledger = prune_stage(current, small, config)
         stages.append(bench.result("prune", current, ledger, details))
-    if config.train_stage is not None:
-        current, details, ledger = train_stage(current, teacher, small, config, run)
+    if config.born_again is not None:
+        generations = []
+        for current, details, ledger in born_again_stages(teacher, small, config, run):
+            generations.append(current)
+            if config.born_again_ensemble and len(generations) == config.born_again:
+                accuracy = ensemble_accuracy(generations, bench.test)
+                details["ensemble"] = {"generations": len(generations), "test_accuracy": accuracy,
+                                       "accuracy_drop_vs_teacher": bench.teacher_accuracy - accuracy}
+            stages.append(bench.result(f"born-again-{details['generation']}", current, ledger, details))
+    elif config.train_stage is not None:
+        current, details, ledger = train_stage(current, kd_teacher, small, config, run)
         stages.append(bench.result(config.train_stage, current, ledger, details))
+    if config.binarize is not None:
+        current, details, ledger = binarize_stage(current, kd_teacher, small, config, run)
+        stages.append(bench.result("binarize", current, ledger, details))
     if config.quantize is not None:
         quantized, details, ledger, reason = quantize_stage(current, small, dataset, config)
         stages.append(bench.result("quantize", quantized, ledger, details, reason=reason))
@@ -145,6 +188,11 @@ def _run(teacher: nn.Module, small: SmallData, config: CompressConfig, run: RunC
         total.merge(stage.cost)
 
     final = next((s for s in reversed(stages) if s.model is not None), None)
+    extra = {"teacher": {"source": run.source, "spec": teacher.spec, "model_file": teacher_path.name,
+                         "report": teacher_report},
+             "stages": [s.to_dict() for s in stages]}
+    if run.teachers is not None:
+        extra["teachers"] = _teachers_record(run, bench)
     record = RunRecord(
         kind="compress", method=config.method, dataset=dataset.name, seed=config.seed,
         config={**config.to_dict(), "stages": config.stages, "data": small.info, "teacher": run.source,
@@ -152,11 +200,19 @@ def _run(teacher: nn.Module, small: SmallData, config: CompressConfig, run: RunC
         cost=total.to_dict(), num_items=int(len(small.x)), ipc=small.info.get("ipc"),
         fraction=len(small.x) / len(dataset.train_y), full_train_size=int(len(dataset.train_y)),
         output_sha256=final.sha256 if final is not None else None,
-        extra={"teacher": {"source": run.source, "spec": teacher.spec, "model_file": teacher_path.name,
-                           "report": teacher_report},
-               "stages": [s.to_dict() for s in stages]},
+        extra=extra,
     )
     return CompressResult(stages, current, teacher_report, record)
+
+
+def _teachers_record(run: RunContext, bench: Bench) -> dict:
+    """The multi-teacher KD teachers: each one's source, architecture, weight and test accuracy, and the test accuracy
+    of their combined distribution."""
+    ensemble = run.teachers
+    members = [{**info, "weight": w, "test_accuracy": evaluate_accuracy(model, *bench.test)}
+               for info, w, model in zip(run.teachers_info, ensemble.weight_values, ensemble.teachers, strict=True)]
+    return {"members": members, "temperature": ensemble.temperature,
+            "combined_test_accuracy": evaluate_accuracy(ensemble, *bench.test)}
 
 
 def upgrade_compress_record(record: RunRecord) -> RunRecord:

@@ -13,10 +13,11 @@ from torch import nn
 
 from datacomp.compression.kd import num_outputs
 from datacomp.compression.modelio import load_model
-from datacomp.errors import ConfigError
+from datacomp.compression.multikd import TeacherEnsemble
+from datacomp.errors import ConfigError, FormatError, MissingInputError
 from datacomp.models import create_model
 
-__all__ = ["build_model", "check_model_args", "load_teacher", "check_teacher"]
+__all__ = ["build_model", "check_model_args", "load_teacher", "check_teacher", "load_teacher_ensemble"]
 
 def build_model(name: str, dataset: Any, kwargs: dict, option: str = "--model") -> nn.Module:
     """``create_model(name, <dataset's channels, classes, image size>, **kwargs)``; a bad name or constructor
@@ -41,17 +42,19 @@ def check_model_args(name: str, dataset: Any, kwargs: dict, option: str = "--mod
         build_model(name, dataset, kwargs, option)
 
 
-def load_teacher(path: str | os.PathLike) -> tuple[nn.Module, dict]:
+def load_teacher(path: str | os.PathLike, option: str = "--teacher") -> tuple[nn.Module, dict]:
     """A float teacher from a model file or a ``datacomp train`` run folder."""
     teacher, spec = load_model(path)
-    if spec.get("quantization"):
-        raise ConfigError(f"--teacher {path} is an int8 model: compress a float teacher")
+    if spec.get("quantization") or spec.get("binarization"):
+        kind = "an int8" if spec.get("quantization") else "a binarized"
+        raise ConfigError(f"{option} {path} is {kind} model: compress (and distil from) a float teacher")
     return teacher, spec
 
 
-def check_teacher(teacher: nn.Module, dataset: Any, images: torch.Tensor, source: str | None = None) -> None:
+def check_teacher(teacher: nn.Module, dataset: Any, images: torch.Tensor, source: str | None = None,
+                  option: str = "--teacher") -> None:
     """The teacher must take the dataset's images and predict its classes (also those of the small set ``images``)."""
-    name = f"--teacher {source}" if source else "--teacher"
+    name = f"{option} {source}" if source else option
     spec = getattr(teacher, "spec", None)
     if not isinstance(spec, dict):
         raise ConfigError(f"{name} has no .spec: build it with datacomp.create_model or load it with load_model")
@@ -78,3 +81,23 @@ def check_teacher(teacher: nn.Module, dataset: Any, images: torch.Tensor, source
             f"{name} predicts {classes} classes but dataset '{dataset.name}' has {dataset.num_classes}: teacher and "
             f"data must have the same classes"
         )
+
+
+def load_teacher_ensemble(paths: list[str], weights: list[float] | None, temperature: float, dataset: Any,
+                          images: torch.Tensor) -> tuple[TeacherEnsemble, list[dict]]:
+    """The teachers of multi-teacher KD (``--teachers``), each checked against the dataset like ``--teacher`` (same
+    image shape and classes, hence the same as each other), combined with ``weights`` at ``temperature``.
+
+    Returns:
+        ``(ensemble, [{"source", "spec"} per teacher])``.
+    """
+    models, info = [], []
+    for path in paths:
+        try:
+            model, spec = load_teacher(path, "--teachers")
+        except (MissingInputError, FormatError) as err:  # name the option; keep the error's kind
+            raise type(err)(f"--teachers {path}: {err}") from None
+        check_teacher(model, dataset, images, path, option="--teachers")
+        models.append(model.cpu().eval())
+        info.append({"source": str(path), "spec": spec["arch"]})
+    return TeacherEnsemble(models, weights, temperature), info

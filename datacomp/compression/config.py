@@ -1,7 +1,8 @@
 """``CompressConfig``: the one place for the settings of ``compress`` (which stages run, and how).
 
-The stages run in the order prune -> train (``kd``: distil from the unpruned teacher, or ``finetune``: plain
-cross-entropy) -> quantize; any subset may be chosen.
+The stages run in the order prune -> train (``kd``: distil from the unpruned teacher or from several teachers,
+``finetune``: plain cross-entropy, or ``born_again`` generations) -> binarize -> quantize; any subset may be chosen
+(binarize and quantize exclude each other).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datacomp.augment import check_augment
+from datacomp.compression.binarize import BINARIZE_MODES
 from datacomp.compression.kd import KDConfig, KDSettings
+from datacomp.compression.multikd import check_teacher_weights
 from datacomp.compression.prune import IMPORTANCES, check_ratio
 from datacomp.compression.quantize import CALIBRATION_SOURCES
 from datacomp.errors import ConfigError
@@ -68,6 +71,18 @@ class CompressConfig(KDSettings, _StageChoice):
         latency_batch: Batch size of the latency measurement.
         latency_repeats: Timed forward passes (median reported).
         seed: Seed of everything random here (and of a ``random:IPC`` small set without its own seed).
+        teachers: Model files / ``datacomp train`` run folders of the teachers whose softened distributions the KD
+            target averages (multi-teacher KD, :mod:`~datacomp.compression.multikd`); used by ``kd`` (stage
+            ``multi-kd``), by the first ``born_again`` generation and by the ``binarize`` recovery instead of the
+            teacher. The teacher stays the model that is pruned and measured against; list it here to make it one
+            of the teachers.
+        teacher_weights: One weight >= 0 per entry of ``teachers`` (None: equal), normalised to sum 1.
+        born_again: Born-again generations (Furlanello et al. 2018): each trains a fresh, seeded copy of the teacher's
+            architecture (or of ``student``) by KD from the generation before it (the first from the teacher);
+            stages ``born-again-1`` ... ``born-again-N``. Exclusive with ``kd`` / ``finetune`` / ``prune``.
+        born_again_ensemble: Also report the accuracy of the generations' averaged logits (``born_again >= 2``).
+        binarize: ``weights`` or ``weights+activations`` (XNOR-Net 1-bit layers, :mod:`~datacomp.compression.binarize`,
+            recovered by KD from the teacher on the small set), or None.
     """
 
     augment: str = "none"
@@ -77,6 +92,11 @@ class CompressConfig(KDSettings, _StageChoice):
     latency_batch: int = 1
     latency_repeats: int = 30
     seed: int = 0
+    teachers: list = field(default_factory=list)
+    teacher_weights: list | None = None
+    born_again: int | None = None
+    born_again_ensemble: bool = False
+    binarize: str | None = None
 
     def __post_init__(self) -> None:
         self.augment = LEGACY_AUGMENT.get(self.augment, self.augment)
@@ -92,6 +112,7 @@ class CompressConfig(KDSettings, _StageChoice):
                 "L1 magnitude): add structured=True (--structured)"
             )
         self._check_training()
+        self._check_new_stages()
         if self.quantize is not None and self.quantize not in QUANTIZE_OPTIONS:
             raise ConfigError(f"unknown quantize option '{self.quantize}'; choose one of {QUANTIZE_OPTIONS}")
         if self.calibration not in CALIBRATION_SOURCES:
@@ -103,15 +124,18 @@ class CompressConfig(KDSettings, _StageChoice):
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if not self.stages:
-            raise ConfigError("no stage selected: set prune, kd/finetune (with student or prune) and/or quantize")
+            raise ConfigError("no stage selected: set prune, kd/finetune (with student or prune), born_again, "
+                              "binarize and/or quantize")
 
     def _check_training(self) -> None:
+        if self.born_again is not None and (self.kd or self.finetune):
+            raise ConfigError("born_again trains every generation by KD itself: drop kd / finetune")
         if self.kd and self.finetune:
             raise ConfigError("choose kd (distil from the teacher) or finetune (plain CE), not both")
         if self.student is not None and self.prune is not None:
             raise ConfigError("student trains a fresh model and prune shrinks the teacher: choose one")
-        if self.student is not None and not (self.kd or self.finetune):
-            raise ConfigError("a student needs training: add kd (or finetune)")
+        if self.student is not None and not (self.kd or self.finetune or self.born_again is not None):
+            raise ConfigError("a student needs training: add kd (or finetune, born_again)")
         if (self.kd or self.finetune) and self.prune is None and self.student is None:
             raise ConfigError("kd / finetune need a model to train: set prune (recover the pruned teacher) or "
                               "student")
@@ -125,17 +149,59 @@ class CompressConfig(KDSettings, _StageChoice):
                               f"{', '.join(AUGMENT_OPTIONS)}")
         self.kd_config()  # validates epochs, lr, momentum, weight_decay, temperature, alpha, hint_weight
 
+    def _check_new_stages(self) -> None:
+        """teachers / teacher_weights, born_again, binarize."""
+        if isinstance(self.teachers, (str, bytes)) or not isinstance(self.teachers, (list, tuple)) or \
+                not all(isinstance(t, str) and t for t in self.teachers):
+            raise ConfigError(f"teachers must be a list of model files / run folders, got {self.teachers!r}")
+        self.teachers = list(self.teachers)
+        if self.teacher_weights is not None and not self.teachers:
+            raise ConfigError("teacher_weights weighs the entries of teachers: also set teachers (--teachers)")
+        check_teacher_weights(self.teacher_weights, len(self.teachers))
+        if self.teacher_weights is not None:
+            self.teacher_weights = list(self.teacher_weights)
+        if self.teachers and not (self.kd or self.born_again is not None or self.binarize is not None):
+            raise ConfigError("teachers are distilled from: add kd (or born_again, binarize)")
+        if self.teachers and self.hint_weight:
+            raise ConfigError("hint_weight (a feature hint) needs a single teacher: drop teachers or hint_weight")
+        if self.born_again is not None:
+            if isinstance(self.born_again, bool) or not isinstance(self.born_again, int) or self.born_again < 1:
+                raise ConfigError(f"born_again must be an integer >= 1 (generations), got {self.born_again!r}")
+            if self.prune is not None:
+                raise ConfigError("born_again trains fresh copies of the teacher's architecture (or of student), not "
+                                  "a pruned teacher: drop prune, or use student for a smaller architecture")
+        if not isinstance(self.born_again_ensemble, bool):
+            raise ConfigError(f"born_again_ensemble must be true or false, got {self.born_again_ensemble!r}")
+        if self.born_again_ensemble and (self.born_again is None or self.born_again < 2):
+            raise ConfigError("born_again_ensemble averages generations: set born_again >= 2")
+        if self.binarize is not None:
+            if self.binarize not in BINARIZE_MODES:
+                raise ConfigError(f"unknown binarize mode {self.binarize!r}; choose one of {', '.join(BINARIZE_MODES)}")
+            if self.quantize is not None:
+                raise ConfigError("binarize (1-bit layers) and quantize (int8) are alternatives: choose one")
+            if self.prune is not None and not self.structured:
+                raise ConfigError("binarize gives every weight +-alpha, so unstructured pruning's zeros would not "
+                                  "survive: add structured=True (--structured) or drop prune")
+
     @property
     def train_stage(self) -> str | None:
-        """Name of the training stage: ``kd``, ``finetune`` or None."""
-        return "kd" if self.kd else "finetune" if self.finetune else None
+        """Name of the training stage: ``kd`` (``multi-kd`` with teachers), ``finetune``, ``born-again`` or None."""
+        if self.kd:
+            return "multi-kd" if self.teachers else "kd"
+        if self.finetune:
+            return "finetune"
+        return "born-again" if self.born_again is not None else None
 
     @property
     def stages(self) -> list[str]:
-        """The stages that run, in order."""
+        """The stages that run, in order (one ``born-again-G`` per generation)."""
         out = ["prune"] if self.prune is not None else []
-        if self.train_stage is not None:
+        if self.born_again is not None:
+            out.extend(f"born-again-{g}" for g in range(1, self.born_again + 1))
+        elif self.train_stage is not None:
             out.append(self.train_stage)
+        if self.binarize is not None:
+            out.append("binarize")
         if self.quantize is not None:
             out.append("quantize")
         return out
@@ -150,17 +216,24 @@ class CompressConfig(KDSettings, _StageChoice):
         if self.student is not None:
             parts.append(f"student-{self.student}")
         if self.kd:
-            parts.append("kd" + ("+hint" if self.hint_weight else ""))
+            kd = f"multi-kd-{len(self.teachers)}" if self.teachers else "kd"
+            parts.append(kd + ("+hint" if self.hint_weight else ""))
         elif self.finetune:
             parts.append("finetune")
+        elif self.born_again is not None:
+            parts.append(f"born-again-{self.born_again}" + (f"-from-{len(self.teachers)}" if self.teachers else ""))
+        if self.binarize:
+            parts.append(f"binarize-{self.binarize}")
         if self.quantize:
             parts.append(self.quantize)
         return "+".join(parts)
 
-    def kd_config(self) -> KDConfig:
-        """The training stage's settings (``alpha`` is 0 for ``finetune``)."""
+    def kd_config(self, distil: bool | None = None) -> KDConfig:
+        """The training stage's settings (``alpha`` is 0 for ``finetune``; ``distil=True``: a KD recovery whatever
+        the training stage, as ``binarize`` runs it)."""
+        distil = (self.kd or self.born_again is not None) if distil is None else distil
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(KDConfig)}
-        return KDConfig(**{**values, "alpha": self.alpha if self.kd else 0.0})
+        return KDConfig(**{**values, "alpha": self.alpha if distil else 0.0})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

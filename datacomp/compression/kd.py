@@ -4,6 +4,11 @@ The student learns from the teacher with the loss of :func:`datacomp.compression
 (``alpha * T^2 * KL + (1 - alpha) * CE``, batch mean), optionally plus a FitNets feature hint; without a teacher
 (or with ``alpha = 0``) it is plain cross-entropy fine-tuning. The epoch / mini-batch skeleton is
 :func:`datacomp.training.fit`, the loop every classifier trainer in datacomp shares.
+
+A teacher that declares ``cache_outputs = True`` (the multi-teacher
+:class:`~datacomp.compression.multikd.TeacherEnsemble`) is evaluated once on the small set when there is no
+augmentation (ledger phase ``teacher-logits``) and its outputs are read per batch; otherwise the teacher runs on every
+(augmented) batch.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import torch
 from torch import nn
 
 from datacomp.compression.losses import FeatureHint, check_kd_weights, cross_entropy, kd_loss
+from datacomp.compression.multikd import TeacherEnsemble
 from datacomp.cost import CostLedger
 from datacomp.errors import ConfigError, DataError
 from datacomp.training import fit
 
-__all__ = ["KDSettings", "KDConfig", "train_student", "num_outputs"]
+__all__ = ["KDSettings", "KDConfig", "train_student", "num_outputs", "teacher_outputs"]
 
 
 @dataclass
@@ -100,6 +106,9 @@ def _check_inputs(student: nn.Module, x: torch.Tensor, y: torch.Tensor | None, t
                 f"share classes"
             )
     use_kd = teacher is not None and config.alpha > 0
+    if isinstance(teacher, TeacherEnsemble) and teacher.temperature != config.temperature:
+        raise ConfigError(f"the teacher ensemble combines distributions at temperature {teacher.temperature:g} but KD "
+                          f"runs at {config.temperature:g}: build it with the KD temperature")
     if y is None:
         if not (use_kd and config.alpha == 1.0):
             raise ConfigError("y (labels) is required unless a teacher is given and alpha == 1 (pure KD)")
@@ -125,9 +134,11 @@ class _KDStep:
     """One optimiser step of KD / fine-tuning on the items ``idx`` (the ``step`` of :func:`datacomp.training.fit`)."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, hint: FeatureHint | None, config: KDConfig,
-                 data: tuple[torch.Tensor, torch.Tensor | None], augment: Callable | None) -> None:
+                 data: tuple[torch.Tensor, torch.Tensor | None], augment: Callable | None,
+                 cached: torch.Tensor | None = None) -> None:
         self.student, self.teacher, self.hint, self.config, self.augment = student, teacher, hint, config, augment
         self.x, self.y = data
+        self.cached = cached  # the teacher's outputs on every item of x (no augmentation), or None
         params = list(student.parameters()) + (list(hint.parameters()) if hint is not None else [])
         self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
@@ -145,7 +156,7 @@ class _KDStep:
         yb = self.y[idx] if self.y is not None else None
         if self.augment is not None:
             xb = self.augment(xb)
-        loss = self._loss(xb, yb)
+        loss = self._loss(xb, yb, idx)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -156,7 +167,7 @@ class _KDStep:
         self.steps += 1
         return loss.detach()
 
-    def _loss(self, xb: torch.Tensor, yb: torch.Tensor | None) -> torch.Tensor:
+    def _loss(self, xb: torch.Tensor, yb: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
         student, teacher, hint, config = self.student, self.teacher, self.hint, self.config
         if hint is not None:
             s_feat = student.forward_features(xb)
@@ -166,7 +177,9 @@ class _KDStep:
         if teacher is None:
             return cross_entropy(logits, yb)
         with torch.no_grad():
-            if hint is not None:
+            if self.cached is not None:
+                t_logits = self.cached[idx]
+            elif hint is not None:
                 t_feat = teacher.forward_features(xb)
                 t_logits = teacher.forward_head(t_feat)
             else:
@@ -204,7 +217,8 @@ def train_student(
         progress: Show a progress bar.
 
     Returns:
-        ``{"steps", "epochs", "samples_seen", "final_loss", "loss_curve", "config", "kd", "hint"}``.
+        ``{"steps", "epochs", "samples_seen", "final_loss", "loss_curve", "config", "kd", "hint", "teacher_cache"}``
+        (``teacher_cache``: the teacher's outputs were computed once, see the module docstring).
 
     Raises:
         TrainingDiverged: The loss became NaN or infinite (lower ``lr``).
@@ -214,7 +228,6 @@ def train_student(
     use_kd = _check_inputs(student, x, y, teacher, config)
     hint = FeatureHint(int(student.feature_dim), int(teacher.feature_dim)).to(x.device) \
         if config.hint_weight > 0 else None
-    step = _KDStep(student, teacher if use_kd else None, hint, config, (x, y), augment)
     n = len(x)
     if teacher is not None:
         teacher_was_training = teacher.training
@@ -222,9 +235,13 @@ def train_student(
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-    student.train()
     ledger = ledger if ledger is not None else CostLedger()
     try:
+        cached = None
+        if use_kd and augment is None and hint is None and getattr(teacher, "cache_outputs", False):
+            cached = teacher_outputs(teacher, x, min(config.batch_size, n), ledger)
+        step = _KDStep(student, teacher if use_kd else None, hint, config, (x, y), augment, cached)
+        student.train()
         with ledger.phase(phase, flops="sampled", device=str(x.device)) as ph:
             fit(step, n, min(config.batch_size, n), config.epochs, torch.Generator().manual_seed(config.seed),
                 phase=ph, progress=phase if progress else None)
@@ -245,4 +262,22 @@ def train_student(
         "config": asdict(config),
         "kd": use_kd,
         "hint": hint is not None,
+        "teacher_cache": cached is not None,
     }
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: nn.Module, x: torch.Tensor, batch_size: int, ledger: CostLedger | None = None,
+                    phase: str = "teacher-logits") -> torch.Tensor:
+    """``teacher(x)`` for all images, ``batch_size`` at a time, in eval mode (ledger phase ``phase``, every FLOP
+    counted)."""
+    ledger = ledger if ledger is not None else CostLedger()
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with ledger.phase(phase, flops="full", device=str(x.device)) as ph:
+            out = torch.cat([teacher(x[start : start + batch_size]) for start in range(0, len(x), batch_size)])
+            ph.extra.update(images=int(len(x)))
+    finally:
+        teacher.train(was_training)
+    return out

@@ -10,11 +10,17 @@ A saved model is two files side by side::
                         "param_shapes": {"features.0.weight": [64, 3, 3, 3], ...},
                         "model_attrs": {"feature_dim": 1024},
                         "quantization": null | {"scheme": "int8-static", "api": "fx", "backend": "x86", ...},
+                        "binarization": null | {"scheme": "xnor", "mode": "weights", "layers": [...], ...},
                         "dataset": {...} | null, "metadata": {...}}
 
 Loading rebuilds the unpruned architecture with the registered constructor (``datacomp.models.model_from_spec`` by
 default), shrinks every layer to the recorded shapes (what structured pruning changed), re-applies int8 conversion
-when the file holds a quantized model, and loads the tensors with ``strict=True``.
+when the file holds a quantized model, re-attaches the activation binarization of a binarized one, and loads the
+tensors with ``strict=True``.
+
+Binarized weights (:mod:`~datacomp.compression.binarize`) are stored as their signs packed 8 per byte plus one fp32
+scale per output channel (state entry kind ``binary``); files without a ``binarization`` entry (all files written
+before it existed) load as before.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from datacomp.compression.binarize import apply_binarization, pack_binary, unpack_binary
 from datacomp.compression.quantize import QuantizationUnavailable, rebuild_quantized
 from datacomp.compression.snapshot import apply_snapshot, architecture_snapshot
 from datacomp.errors import FormatError, MissingInputError
@@ -57,11 +64,16 @@ _VERSIONS_KEY = "datacomp_state_versions"
 # State dict <-> flat tensors (quantized tensors, packed-param tuples and dtypes have no safetensors form)
 
 
-def _flatten_state(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+def _flatten_state(state: dict,
+                   binary: frozenset[str] = frozenset()) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    """Flat tensors and their layout; the keys in ``binary`` (binarized weights) are stored packed."""
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, dict] = {}
 
     def put(key: str, value: Any) -> dict:
+        if key in binary:
+            tensors[f"{key}::bits"], tensors[f"{key}::alpha"] = pack_binary(value)
+            return {"kind": "binary", "shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
         if value is None:
             return {"kind": "none"}
         if isinstance(value, torch.dtype):
@@ -100,6 +112,9 @@ def _unflatten_state(tensors: dict[str, torch.Tensor], layout: dict[str, dict]) 
             return tuple(get(f"{key}::{i}", e) for i, e in enumerate(entry["items"]))
         if kind == "tensor":
             return tensors[key]
+        if kind == "binary":
+            return unpack_binary(tensors[f"{key}::bits"], tensors[f"{key}::alpha"], entry["shape"],
+                                 getattr(torch, entry["dtype"]))
         if kind == "qtensor":
             ints = tensors[f"{key}::int"]
             if entry["scheme"] == "per_tensor":
@@ -148,7 +163,8 @@ def save_model(
     """Save ``model`` safely as ``path`` (``.safetensors``) plus its spec (same stem, ``.json``).
 
     Args:
-        model: A float model (pruned or not), or an int8 model from :func:`datacomp.compression.quantize.quantize_int8`.
+        model: A float model (pruned or not), an int8 model from :func:`datacomp.compression.quantize.quantize_int8`
+            or a frozen binarized model (:mod:`datacomp.compression.binarize`, ``model.datacomp_binary`` set).
         path: Target ``.safetensors`` file (or a directory: ``DIR/model.safetensors``).
         arch: The model's constructor spec (``model.spec`` from ``datacomp.models.create_model``: ``name``,
             ``in_channels``, ``num_classes``, ``image_size``, ``kwargs``); defaults to ``model.spec``.
@@ -164,8 +180,13 @@ def save_model(
     _check_arch(arch)
     weights_path, spec_path = resolve_model_path(path)
     snapshot = quant["fp32_snapshot"] if quant else architecture_snapshot(model)
+    binary = getattr(model, "datacomp_binary", None)
     state = model.state_dict()
-    tensors, layout = _flatten_state(state)
+    binary_keys = frozenset(f"{name}.weight" for name in binary["layers"]) if binary else frozenset()
+    if not binary_keys <= set(state):
+        raise ValueError("a binarized model is saved after freeze_binarized() (its weights still train through a "
+                         "parametrization)")
+    tensors, layout = _flatten_state(state, binary_keys)
     # Per-module state-dict versions: quantized modules pick their loading code path from them.
     versions = {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()}
     spec = {
@@ -174,6 +195,7 @@ def save_model(
         "arch": _jsonable_arch(arch),
         **snapshot,
         "quantization": {k: v for k, v in quant.items() if k not in ("fp32_snapshot", "arch")} if quant else None,
+        "binarization": dict(binary) if binary else None,
         "dataset": dataset,
         "metadata": metadata or {},
     }
@@ -264,6 +286,8 @@ def load_model(
         model = (builder or model_from_spec)(dict(spec["arch"]))
         apply_snapshot(model, spec)
         model.eval()
+        if spec.get("binarization"):
+            apply_binarization(model, spec["binarization"])
         if spec.get("quantization"):
             model = rebuild_quantized(model, spec["quantization"])
         model.load_state_dict(state, strict=True)

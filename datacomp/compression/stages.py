@@ -1,4 +1,5 @@
-"""The stages of ``compress``: prune, train (``kd`` or ``finetune``), quantize; each saved, measured and costed.
+"""The stages of ``compress``: prune, train (``kd`` / ``multi-kd``, ``finetune`` or born-again generations),
+binarize, quantize; each saved, measured and costed.
 
 :class:`Bench` saves a model next to the run and measures it the same way for the teacher and every stage
 (parameters, MACs, CPU latency, size on disk, accuracy on the real test split); :class:`StageResult` is what a stage
@@ -8,24 +9,30 @@ gives back (its ``run.json`` entry via :meth:`StageResult.to_dict`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from datacomp.augment import make_augment
+from datacomp.compression.binarize import binary_size, binarize_model, calibrate_thresholds, freeze_binarized
 from datacomp.compression.config import CompressConfig
 from datacomp.compression.kd import train_student
-from datacomp.compression.measure import model_report
+from datacomp.compression.measure import evaluate_accuracy, model_report
 from datacomp.compression.modelio import model_digest, save_model
 from datacomp.compression.prune import ChannelPruneSettings, global_magnitude_prune, structured_channel_prune
 from datacomp.compression.quantize import QUANT_SUPPORT, QuantizationUnavailable, calibration_images, quantize_int8
 from datacomp.cost import CostLedger
-from datacomp.models import create_model
+from datacomp.models import create_model, model_from_spec
 
-__all__ = ["StageResult", "Bench", "SmallData", "RunContext", "prune_stage", "train_stage", "quantize_stage"]
+__all__ = ["StageResult", "Bench", "SmallData", "RunContext", "prune_stage", "train_stage", "born_again_stages",
+           "ensemble_accuracy", "binarize_stage", "quantize_stage"]
+
+# Images whose per-channel means set the activation thresholds of binarize weights+activations.
+THRESHOLD_IMAGES = 256
 
 
 @dataclass
@@ -38,6 +45,12 @@ class RunContext:
     folder: Path
     source: str | None = None
     small_set_cost: CostLedger | None = None
+    teachers: nn.Module | None = None
+    teachers_info: list[dict] | None = None
+
+    def kd_teacher(self, teacher: nn.Module) -> nn.Module:
+        """What KD distils from: the multi-teacher ensemble when ``teachers`` was given, else ``teacher``."""
+        return self.teachers if self.teachers is not None else teacher
 
 
 @dataclass
@@ -59,7 +72,7 @@ class StageResult:
     """One stage's outcome.
 
     Attributes:
-        stage: ``prune``, ``kd``, ``finetune`` or ``quantize``.
+        stage: ``prune``, ``kd``, ``multi-kd``, ``finetune``, ``born-again-G``, ``binarize`` or ``quantize``.
         status: ``done``, or ``unavailable`` (int8 without a usable flow; ``reason`` says why).
         details: What the stage did (pruning report, training curve, calibration ...).
         cost: The stage's own cost ledger.
@@ -135,9 +148,15 @@ def prune_stage(model: nn.Module, small: SmallData, config: CompressConfig) -> t
     return details, ledger
 
 
+def _teachers_details(run: RunContext) -> dict:
+    return {"teachers": [t["source"] for t in run.teachers_info], "teacher_weights": run.teachers.weight_values,
+            "teacher_temperature": run.teachers.temperature}
+
+
 def train_stage(current: nn.Module, teacher: nn.Module, small: SmallData, config: CompressConfig,
                 run: RunContext) -> tuple[nn.Module, dict, CostLedger]:
-    """KD from ``teacher`` (or fine-tuning) of ``current``, or of a fresh ``config.student``."""
+    """KD from ``teacher`` (or fine-tuning) of ``current``, or of a fresh ``config.student``; ``teacher`` is the
+    multi-teacher ensemble for ``multi-kd``."""
     dataset, device = run.dataset, torch.device(run.device)
     ledger = CostLedger()
     if config.student is not None:
@@ -152,7 +171,82 @@ def train_stage(current: nn.Module, teacher: nn.Module, small: SmallData, config
         augment=augment, ledger=ledger, phase=small.phase, progress=run.progress,
     )
     details["student"] = current.spec if config.student is not None else "pruned teacher"
+    if config.kd and run.teachers is not None:
+        details.update(_teachers_details(run))
     return current.cpu().eval(), details, ledger
+
+
+def born_again_stages(teacher: nn.Module, small: SmallData, config: CompressConfig,
+                      run: RunContext) -> Iterator[tuple[nn.Module, dict, CostLedger]]:
+    """Born-again networks (Furlanello et al., ICML 2018): ``config.born_again`` generations, each a fresh copy of the
+    teacher's architecture (or of ``config.student``), initialised with seed ``seed + G - 1``, trained by KD on the
+    small set from the generation before it (generation 1 from ``teacher``, or from the multi-teacher ensemble of
+    ``run``). Yields ``(model, details, ledger)`` per generation, as each finishes."""
+    dataset, device = run.dataset, torch.device(run.device)
+    previous, previous_name = run.kd_teacher(teacher), "teachers" if run.teachers is not None else "teacher"
+    for generation in range(1, config.born_again + 1):
+        seed = config.seed + generation - 1
+        torch.manual_seed(seed)
+        if config.student is not None:
+            model = create_model(config.student, dataset.in_channels, dataset.num_classes, dataset.image_size,
+                                 **config.student_kwargs)
+        else:
+            model = model_from_spec(teacher.spec)
+        model = model.to(device)
+        ledger = CostLedger()
+        augment = make_augment(config.augment, dataset=dataset.name, generator=seed)
+        details = train_student(
+            model, (small.x.to(device), small.y.to(device)), teacher=copy.deepcopy(previous).to(device),
+            config=dataclasses.replace(config.kd_config(), seed=seed), augment=augment, ledger=ledger,
+            phase=small.phase, progress=run.progress,
+        )
+        details.update(generation=generation, teacher=previous_name, student=model.spec, init_seed=seed)
+        if generation == 1 and run.teachers is not None:
+            details.update(_teachers_details(run))
+        model = model.cpu().eval()
+        yield model, details, ledger
+        previous, previous_name = model, f"born-again-{generation}"
+
+
+class _MeanLogits(nn.Module):
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def ensemble_accuracy(models: list[nn.Module], test: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Test accuracy of the average of ``models``' logits (the born-again ensemble)."""
+    return evaluate_accuracy(_MeanLogits(models).eval(), *test)
+
+
+def binarize_stage(current: nn.Module, teacher: nn.Module, small: SmallData, config: CompressConfig,
+                   run: RunContext) -> tuple[nn.Module, dict, CostLedger]:
+    """XNOR-Net binarization of a copy of ``current`` (:mod:`~datacomp.compression.binarize`), recovered by KD from
+    ``teacher`` (the teacher or the multi-teacher ensemble) on the small set, then frozen to 1-bit weights."""
+    device = torch.device(run.device)
+    ledger = CostLedger()
+    model = copy.deepcopy(current).to(device)
+    with ledger.phase("binarize", flops="full", device=str(device)) as ph:
+        info = binarize_model(model, config.binarize)
+        if info["activation_layers"]:
+            order = torch.randperm(len(small.x), generator=torch.Generator().manual_seed(config.seed))
+            calibrate_thresholds(model, small.x[order[:THRESHOLD_IMAGES]].to(device))
+            ph.extra.update(threshold_images=int(min(len(small.x), THRESHOLD_IMAGES)))
+    augment = make_augment(config.augment, dataset=run.dataset.name, generator=config.seed)
+    recovery = train_student(
+        model, (small.x.to(device), small.y.to(device)), teacher=copy.deepcopy(teacher).to(device),
+        config=dataclasses.replace(config.kd_config(distil=True), hint_weight=0.0), augment=augment, ledger=ledger,
+        phase=small.phase, progress=run.progress,
+    )
+    model = freeze_binarized(model).cpu().eval()
+    details = {**{k: v for k, v in info.items() if k != "scheme"}, "scheme": "xnor", "size": binary_size(model),
+               "recovery": recovery, "recovered_from": "teachers" if run.teachers is not None else "teacher"}
+    if run.teachers is not None:
+        details.update(_teachers_details(run))
+    return model, details, ledger
 
 
 def quantize_stage(model: nn.Module, small: SmallData, dataset: Any,
