@@ -35,7 +35,8 @@ def test_plot_writes_a_png_even_before_any_cell_finished(coreset_table, rows):
     assert coreset_table._plot({**DOC, "rows": rows}).startswith(b"\x89PNG")
 
 
-QUICK_SETTINGS = {"dataset": "digits", "quick": True, "model": "mlp", "protocol": "smoke", "runs": 1, "proxy_epochs": 2,
+QUICK_SETTINGS = {"dataset": "digits", "quick": True, "model": "mlp", "protocol": "smoke", "schedule": "multistep",
+                  "runs": 1, "proxy_epochs": 2,
                   "proxy_bf16": False, "seed": 0, "device": "cpu", "sae": {"latents": 256, "k": 8, "epochs": 5}}
 
 
@@ -98,6 +99,7 @@ def test_finished_only_rebuilds_the_table_without_running_missing_cells(coreset_
 
 
 @pytest.mark.parametrize(("changes", "reason"), [({"protocol": "quick"}, "other protocol"),
+                                                   ({"schedule": "dc-reference"}, "other schedule"),
                                                    ({"runs": 3, "seed": 1}, "other runs, seed"),
                                                    ({"sae": {"latents": 2048, "k": 32, "epochs": 5}}, "other sae")])
 def test_rows_measured_with_other_settings_are_not_reused(coreset_table, results_dir, changes, reason, capsys):

@@ -16,13 +16,21 @@ def ncfm_table():
     return load_benchmark("ncfm_table")
 
 
-def _run(tmp_path: Path, config: dict, seed: int = 0) -> Path:
+def _run(tmp_path: Path, config: dict, seed: int = 0, schedule: str | None = "dc-reference") -> Path:
     out = tmp_path / "row"
     out.mkdir()
-    (out / "run.json").write_text(json.dumps({
-        "config": {"seed": seed, "config": config},
-        "eval": {"accuracies": [0.5, 0.6], "protocol": "quick"}}))
+    ev = {"accuracies": [0.5, 0.6], "protocol": "quick"}
+    if schedule is not None:
+        ev["protocol_config"] = {"name": "quick", "schedule": schedule}
+    (out / "run.json").write_text(json.dumps({"config": {"seed": seed, "config": config}, "eval": ev}))
     return out
+
+
+@pytest.mark.parametrize("schedule", ["multistep", None])
+def test_a_row_evaluated_on_another_schedule_is_recomputed(ncfm_table, tmp_path, capsys, schedule):
+    out = _run(tmp_path, _expected(), schedule=schedule)
+    assert ncfm_table._cached(out, 2, "quick", _expected(), seed=0) is None
+    assert "evaluated with the 'multistep' schedule of quick; recomputing" in capsys.readouterr().out
 
 
 def _expected(**overrides) -> dict:
