@@ -1,6 +1,6 @@
 """Sharded LM activation harvests (:mod:`datacomp.lm.shard`): contiguous slices per rank, gathers in pool order, and a
-2-process gloo ``torchrun`` job on the tiny Llama whose activations, cost and ``select --embedder lm:`` selection
-match one process's.
+2-process gloo ``torchrun`` job on the tiny Llama whose activations, cost, ``select --embedder lm:`` selection and
+Data Whisperer scores (and their cache) match one process's.
 
 Run as a script (``python tests/test_lm_shard.py OUT MODEL RECORDS``) it is the worker each torchrun rank executes.
 """
@@ -29,6 +29,21 @@ N_RECORDS, BUDGET = 10, 4
 # (name, batch size, bf16): batch size 1 puts every record in a forward of its own in both runs (bit-identical);
 # batch size 3 batches the records of a slice differently from the whole pool's batches (rounding-level differences).
 CONFIGS = (("bs1", 1, False), ("bs3", 3, False), ("bs3-bf16", 3, True))
+# Data Whisperer on the 10 records: 2 folds of 5, 3 episodes each; 2 episodes per generation call, so rank 0 runs the
+# calls of episodes 0-3 and rank 1 the call of episodes 4-5.
+WHISPER = dict(n_demos=2, n_queries=1, max_new_tokens=3, batch_size=2, bf16=False)
+
+
+class _Overlap:
+    """The task of the torchrun Data Whisperer runs: a cheap stand-in for ROUGE-L, whose nltk import costs seconds
+    in every rank. Metric: the share of the reference's distinct words that the answer contains."""
+
+    name = metric = "word-overlap"
+
+    @staticmethod
+    def score(predictions: list[str], references: list[str]) -> np.ndarray:
+        sets = [(set(p.split()), set(r.split())) for p, r in zip(predictions, references)]
+        return np.array([len(p & r) / max(len(r), 1) for p, r in sets], dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------------------ shard_range
@@ -105,10 +120,37 @@ def _select(model: Path, records: Path, out: Path | None):
         out=out, device="cpu", quiet=True, text=TextOptions(template=TEMPLATE, embedder=f"lm:{model}")))
 
 
+def _whisper_pool(records: list[dict]) -> tuple[list[str], list[str]]:
+    from datacomp.lm.tasks import split_prompt_response
+
+    return split_prompt_response([f"### Instruction:\n{r['instruction']}\n\n### Response:\n{r['output']}"
+                                  for r in records])
+
+
+def _whisper(model: Path, records: list[dict], cache: Path) -> dict:
+    """Data Whisperer (:data:`WHISPER`) scores of ``records`` through the cache folder ``cache`` (a miss: scored,
+    then a hit), with the first call's cost."""
+    from datacomp.cost import CostLedger
+    from datacomp.lm import load_lm
+    from datacomp.lm.whisperer import WhispererConfig, cached_whisper_scores
+
+    lm = load_lm(str(model), device="cpu", attn_implementation="eager")
+    prompts, responses = _whisper_pool(records)
+    ledger, cfg, task = CostLedger(), WhispererConfig(**WHISPER), _Overlap()
+    first = cached_whisper_scores(lm, prompts, responses, task, cfg, cache=cache, ledger=ledger, progress=False)
+    again = cached_whisper_scores(lm, prompts, responses, task, cfg, cache=cache, progress=False)
+    phase = ledger["lm-icl-scoring"]
+    return {"dw-scores": first.scores, "dw-counts": first.counts, "dw-again": again.scores,
+            "dw-from-cache": np.array([first.from_cache, again.from_cache]),
+            "dw-generated": np.array(first.generated_tokens), "dw-metric-mean": np.array(first.metric_mean),
+            "dw-flops": np.array(phase.flops_forward), "dw-calls": np.array(phase.calls),
+            "dw-extra": np.array(json.dumps(phase.extra)), "dw-notes": np.array(len(phase.notes))}
+
+
 def worker(out: Path, model: Path, records: Path) -> None:
     """One torchrun rank: the selection (rank 0 writes ``out/run``; the process group lives for the call), the same
-    selection again (served from the cache entry rank 0 wrote), then the harvests of :data:`CONFIGS` (the first one
-    joins the group); every rank saves what it got as ``out/rank{R}.npz``."""
+    selection again (served from the cache entry rank 0 wrote), the harvests of :data:`CONFIGS`, then Data Whisperer
+    twice through ``out/dw-cache``; every rank saves what it got as ``out/rank{R}.npz``."""
     from datacomp.lm import load_lm
     from datacomp.lm.shard import ranks
 
@@ -120,6 +162,7 @@ def worker(out: Path, model: Path, records: Path) -> None:
     arrays = {}
     for name, batch_size, bf16 in CONFIGS:
         arrays.update(_harvest(lm, texts, name, batch_size, bf16))
+    arrays.update(_whisper(model, json.loads(records.read_text()), out / "dw-cache"))
     group = ranks()
     arrays.update(indices=first.selection.indices, again=again.selection.indices, world=np.array(group.world),
                   rank=np.array(group.rank), wrote=np.array(first.out is not None),
@@ -212,6 +255,40 @@ def test_torchrun_two_ranks_harvest_and_select_like_one_process(tiny, tmp_path: 
     assert single_run.selection.indices.tolist() == written
     multi_record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert multi_record["output_sha256"] == single_run.record.output_sha256
+    _check_whisperer(lm_dir=model, records=json.loads(records.read_text()), outputs=(r0, r1), cache=tmp_path / "dw-cache")
+
+
+def _check_whisperer(lm_dir: Path, records: list[dict], outputs: tuple[dict, dict], cache: Path) -> None:
+    """Data Whisperer under torchrun: each rank scored whole generation calls (the same batches as one process), so
+    the summed scores equal one process's bit for bit, on both ranks; FLOPs and generated tokens are the ranks'
+    sums; rank 0 alone wrote the one cache entry, which the second call read on both ranks."""
+    from datacomp.cost import CostLedger
+    from datacomp.lm import load_lm
+    from datacomp.lm.whisperer import WhispererConfig, whisper_scores
+
+    lm = load_lm(str(lm_dir), device="cpu", attn_implementation="eager")
+    ledger = CostLedger()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = whisper_scores(lm, *_whisper_pool(records), _Overlap.score, WhispererConfig(**WHISPER),
+                                ledger=ledger, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    phase = ledger["lm-icl-scoring"]
+    assert single.episodes == 6 and np.all(single.counts == 1) and single.scores.max() > 0
+    for rank in outputs:
+        assert np.array_equal(rank["dw-scores"], single.scores) and np.array_equal(rank["dw-counts"], single.counts)
+        assert np.array_equal(rank["dw-again"], single.scores)
+        assert rank["dw-from-cache"].tolist() == [False, True]
+        assert int(rank["dw-generated"]) == single.generated_tokens > 0
+        assert float(rank["dw-flops"]) == phase.flops_forward > 0  # integer-valued sums: exact
+        assert int(rank["dw-calls"]) == 2 and int(rank["dw-notes"]) == 1  # each rank's phase; no conflicting extras
+        assert json.loads(str(rank["dw-extra"])) == phase.extra == {"episodes": 6,
+                                                                    "generated_tokens": single.generated_tokens}
+        # the mean metric sums the ranks' partial sums: another order of float additions
+        assert float(rank["dw-metric-mean"]) == pytest.approx(single.metric_mean, rel=1e-12, abs=0)
+    assert len(list(cache.glob("whisperer-*.npz"))) == 1
 
 
 if __name__ == "__main__":

@@ -657,5 +657,7 @@ def cached_whisper_scores(lm: LanguageModel, prompts: Sequence[str], responses: 
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write(path, lambda fh: np.savez(fh, __key__=np.array(key), __meta__=np.array(json.dumps(meta)),
                                                scores=result.scores, counts=result.counts))
+    if path is not None:
+        any_rank(False)  # a barrier: the entry is in place before any rank looks it up again
     result.key, result.cache_path = key, path
     return result
