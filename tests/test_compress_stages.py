@@ -250,6 +250,17 @@ def test_config_rejects_bad_new_stage_options(kwargs, match):
         CompressConfig(**kwargs)
 
 
+def test_new_fields_follow_the_recorded_ones():
+    """run.json's config keeps the key order datacomp 0.1.0 recorded; the new stages' fields come after it."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(CompressConfig)]
+    assert names[-6:] == ["seed", "teachers", "teacher_weights", "born_again", "born_again_ensemble", "binarize"]
+    config = CompressConfig(born_again=2, binarize="weights", student="mlp")
+    assert CompressConfig.from_dict(config.to_dict()) == config
+    assert config.stages == ["born-again-1", "born-again-2", "binarize"]
+
+
 def test_teachers_and_models_that_do_not_fit_are_refused_before_work(teachers, digits, tmp_path):
     paths, models = teachers
     other = save_model(create_model("convnet-3-in", 1, 5, (8, 8), width=8), tmp_path / "five.safetensors",
