@@ -154,6 +154,9 @@ def test_cache_hit_and_corrupt_entry(tiny):
     first.cache_path.write_bytes(b"not an npz")
     third = dlm.record_activations(tiny, TEXTS, cfg)
     assert not third.from_cache and np.array_equal(third.mean, first.mean)
+    first.cache_path.write_bytes(first.cache_path.read_bytes()[:200])  # a truncated zip (an interrupted copy)
+    fourth = dlm.record_activations(tiny, TEXTS, cfg)
+    assert not fourth.from_cache and np.array_equal(fourth.mean, first.mean)
     tokens = dlm.token_activations(tiny, TEXTS, cfg)
     assert dlm.token_activations(tiny, TEXTS, cfg).from_cache and tokens.cache_path != first.cache_path
 

@@ -30,7 +30,7 @@ from .shard import (Ranks, all_gather_concat, all_gather_json, any_rank, gather_
 from .finetune import EvalConfig, FinetuneConfig, FinetuneResult, LMEval, evaluate_lm
 from .finetune_run import FinetuneOptions, FinetuneRun, finetune_subset
 from .tasks import TASKS, Task, get_task
-from .whisperer import WhispererConfig, WhispererResult, whisper_scores
+from .whisperer import WhispererConfig, WhispererResult, cached_whisper_scores, whisper_scores
 
 __all__ = [
     "TASKS", "Task", "get_task", "FinetuneConfig", "EvalConfig", "FinetuneResult", "LMEval", "evaluate_lm",
@@ -40,7 +40,7 @@ __all__ = [
     "record_activations", "token_activations", "activation_cache_key", "texts_digest", "length_batches",
     "decoder_layers", "final_norm", "layer_index", "encode_texts", "pad_batch", "content_mask", "hidden_at_layer",
     "layer_attention", "LM_EMBEDDER_PREFIX", "parse_lm_embedder", "lm_embeddings",
-    "WhispererConfig", "WhispererResult", "whisper_scores",
+    "cached_whisper_scores", "WhispererConfig", "WhispererResult", "whisper_scores",
     "Ranks", "shard_range", "local_range", "ranks", "join_torchrun", "gather_in_order",
     "all_gather_concat", "all_gather_json", "any_rank",
 ]

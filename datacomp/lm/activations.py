@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -227,7 +228,7 @@ def _load(path: Path | None, key: str) -> dict[str, np.ndarray] | None:
             arrays = {k: f[k] for k in f.files}
         if str(arrays.pop("__key__")) != key:
             return None
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # corrupt entries are recomputed and overwritten, never trusted
     return arrays
 
@@ -296,6 +297,7 @@ def _cached(cls: type, lm: LanguageModel, texts: Sequence[str], config: Activati
         arrays = _harvest(lm, texts, config, kind == "tokens", ledger)[1]
         if ranks().is_main:
             _save(path, key, arrays)
+        any_rank(False)  # a collective as a barrier: the entry exists before any rank looks for it again
     return cls(**arrays, layer=key_config["layer"], key=key, config={**asdict(config), **key_config},
                cache_path=path, from_cache=hit, seconds=time.perf_counter() - t0)
 
