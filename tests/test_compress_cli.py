@@ -268,7 +268,8 @@ def test_training_settings_are_declared_once_and_keep_the_recorded_order(stage):
     assert [f.name for f in dataclasses.fields(CompressConfig)] == [
         "prune", "structured", "importance", "global_pruning", "kd", "finetune", "student", "student_kwargs",
         "epochs", "batch_size", "lr", "momentum", "weight_decay", "temperature", "alpha", "hint_weight", "augment",
-        "quantize", "calibration", "calibration_size", "latency_batch", "latency_repeats", "seed"]
+        "quantize", "calibration", "calibration_size", "latency_batch", "latency_repeats", "seed", "teachers",
+        "teacher_weights", "born_again", "born_again_ensemble", "binarize"]
     shared = {f.name for f in dataclasses.fields(KDSettings)}
     assert shared == {f.name for f in dataclasses.fields(KDConfig)} - {"seed"}
     assert {f.name: f.default for f in dataclasses.fields(CompressConfig) if f.name in shared} == \
