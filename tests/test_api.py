@@ -1,9 +1,10 @@
-"""The public API as a user calls it: the README's tour and the three examples, on tiny settings."""
+"""The public API as a user calls it: the README's tour and the three examples (run as scripts in this process),
+on tiny settings."""
 
 from __future__ import annotations
 
 import json
-import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -63,35 +64,42 @@ def test_anticipated_errors_are_datacomp_errors():
         datacomp.select_dataset("digits", "hearding", ipc=1)
 
 
-def _run_example(name: str, *args: str, cwd: Path) -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+@pytest.fixture()
+def run_example(tmp_path, monkeypatch, capsys):
+    """``run_example(name, *args)``: what ``python examples/<name> ARGS`` does in ``tmp_path``, run as a script in this
+    process (no second import of torch); returns what it printed."""
+
+    def run(name: str, *args: str) -> str:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "argv", [str(ROOT / "examples" / name), *args])
+        capsys.readouterr()
+        runpy.run_path(str(ROOT / "examples" / name), run_name="__main__")
+        return capsys.readouterr().out
+
+    return run
 
 
 @pytest.mark.slow
-def test_example_distill(tmp_path):
-    out = _run_example("distill_cifar10.py", "--dataset", "digits", "--ipc", "2", "--set", "iterations=2",
-                       "pool_size=1", "pool_epochs=1", "pool_min_steps=0",
-                       "--eval-protocol", "smoke", "--eval-runs", "1", "--out", str(tmp_path / "d"), cwd=tmp_path)
+def test_example_distill(tmp_path, run_example):
+    out = run_example("distill_cifar10.py", "--dataset", "digits", "--ipc", "2", "--set", "iterations=2",
+                      "pool_size=1", "pool_epochs=1", "pool_min_steps=0",
+                      "--eval-protocol", "smoke", "--eval-runs", "1", "--out", str(tmp_path / "d"))
     assert "20 synthetic images of digits" in out and "improvement over random" in out
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not ALPACA.is_file(), reason="needs ../shared/data/instructions/alpaca_random5000.json")
-def test_example_select_finetuning_subset(tmp_path):
+def test_example_select_finetuning_subset(tmp_path, run_example):
     records = json.loads(ALPACA.read_text())[:80]
     (tmp_path / "small.json").write_text(json.dumps(records))
-    out = _run_example("select_finetuning_subset.py", str(tmp_path / "small.json"), "--budget", "8",
-                       "--sae-epochs", "2", "--out", str(tmp_path / "s"), cwd=tmp_path)
+    out = run_example("select_finetuning_subset.py", str(tmp_path / "small.json"), "--budget", "8",
+                      "--sae-epochs", "2", "--out", str(tmp_path / "s"))
     assert "sae-greedy: 8 records chosen" in out
     assert (tmp_path / "s" / "run.json").is_file()
 
 
 @pytest.mark.slow
-def test_example_compress(tmp_path):
-    out = _run_example("compress_with_small_data.py", "--teacher-epochs", "2", "--kd-epochs", "2",
-                       "--out", str(tmp_path / "c"), cwd=tmp_path)
+def test_example_compress(tmp_path, run_example):
+    out = run_example("compress_with_small_data.py", "--teacher-epochs", "2", "--kd-epochs", "2",
+                      "--out", str(tmp_path / "c"))
     assert "teacher" in out and "kd" in out and "quantize" in out
