@@ -1,4 +1,7 @@
-"""``datacomp distill`` as a process: flags, resume after SIGKILL, class-parallel torchrun (gloo, 2 processes)."""
+"""``datacomp distill`` as a process: flags, resume after SIGKILL, class-parallel torchrun (gloo, 2 processes).
+
+Run as a script (``python tests/test_distill_cli.py ROOT``) it is the worker each torchrun rank of the bit-for-bit
+test executes."""
 
 from __future__ import annotations
 
@@ -157,37 +160,68 @@ def test_torchrun_two_processes_gathers_one_synset(tiny, tmp_path: Path) -> None
     assert [p["name"] for p in b.metadata["cost"]["phases"]].count("distillation") == 1
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["ncfm", "dm"])
-def test_torchrun_gives_the_single_process_set_bit_for_bit(tmp_path: Path, monkeypatch, method: str) -> None:
-    """The same seed gives the same set on 1 and on 2 ranks (digits, IPC 10, 3 iterations: the 10 classes form
-    synthetic groups of 6 and 4 that the ranks hold whole, the frequencies' gradient is summed group by group in
-    class order, the logged mean loss over every class's loss). The single rank runs in this process, the two ranks
-    under torchrun; both with one thread per process: thread counts change float summation order inside the
-    kernels."""
+BIT_FOR_BIT_METHODS = ("ncfm", "dm")
+
+
+def _bit_for_bit_flags(root: Path, method: str, out: str) -> list[str]:
     flags = ["--dataset", "digits", "--ipc", "10", "--iterations", "3", "--method", method, "--eval-runs", "0",
-             "--device", "cpu", "--quiet", "--pool-dir", str(tmp_path / "pool")]
+             "--device", "cpu", "--quiet", "--pool-dir", str(root / "pool"), "--out", str(root / out / method)]
     if method == "ncfm":
         flags += ["--set", "pool_size=2", "pool_epochs=2", "pool_min_steps=0"]  # small pool: the test is about the iterations
-    monkeypatch.setenv("DATACOMP_CACHE", str(tmp_path / "cache"))
+    return flags
+
+
+@pytest.fixture(scope="module")
+def bit_for_bit_runs(tmp_path_factory) -> Path:
+    """Every method of :data:`BIT_FOR_BIT_METHODS` on one rank (``one/METHOD``, in this process) and on two ranks
+    (``two/METHOD``: one torchrun launch whose ranks run the methods in turn, see :func:`_torchrun_worker`). Both
+    with one thread per process: thread counts change float summation order inside the kernels."""
+    root = tmp_path_factory.mktemp("bitforbit")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main([*flags, "--out", str(tmp_path / "one")]) == 0  # also fills the pool cache the ranks read
-    finally:
-        torch.set_num_threads(threads)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           f"--master_port={_free_port()}", "-m", "datacomp", "distill", *flags, "--out", str(tmp_path / "two")]
-    multi = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATACOMP_CACHE", str(root / "cache"))
+        torch.set_num_threads(1)
+        try:
+            for method in BIT_FOR_BIT_METHODS:  # the ncfm run also fills the pool cache the ranks read
+                assert main(_bit_for_bit_flags(root, method, "one")) == 0, method
+        finally:
+            torch.set_num_threads(threads)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+               f"--master_port={_free_port()}", __file__, str(root)]
+        multi = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert multi.returncode == 0, multi.stderr[-3000:]
-    a = SyntheticSet.load(tmp_path / "one" / "synset.safetensors")
-    b = SyntheticSet.load(tmp_path / "two" / "synset.safetensors")
+    return root
+
+
+def _torchrun_worker(root: Path) -> None:
+    """One torchrun rank of :func:`bit_for_bit_runs`: ``datacomp distill`` for each method in one process group."""
+    import torch.distributed as dist
+
+    dist.init_process_group(backend="gloo")  # the runs find it initialised and leave it open for the next
+    try:
+        for method in BIT_FOR_BIT_METHODS:
+            if main(_bit_for_bit_flags(root, method, "two")) != 0:
+                raise SystemExit(f"datacomp distill --method {method} failed on rank {dist.get_rank()}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", BIT_FOR_BIT_METHODS)
+def test_torchrun_gives_the_single_process_set_bit_for_bit(bit_for_bit_runs: Path, method: str) -> None:
+    """The same seed gives the same set on 1 and on 2 ranks (digits, IPC 10, 3 iterations: the 10 classes form
+    synthetic groups of 6 and 4 that the ranks hold whole, the frequencies' gradient is summed group by group in
+    class order, the logged mean loss over every class's loss)."""
+    one, two = bit_for_bit_runs / "one" / method, bit_for_bit_runs / "two" / method
+    a = SyntheticSet.load(one / "synset.safetensors")
+    b = SyntheticSet.load(two / "synset.safetensors")
+    assert a.metadata["method"] == b.metadata["method"] == method
     assert b.metadata["details"]["world_size"] == 2
     assert (b.images - a.images).abs().max().item() == 0.0
     assert a.content_digest() == b.content_digest()
-    run_a, run_b = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("one", "two"))
+    run_a, run_b = (json.loads((d / "run.json").read_text()) for d in (one, two))
     assert run_a["output_sha256"] == run_b["output_sha256"] == a.content_digest()
-    log_a, log_b = (json.loads((tmp_path / d / "log.json").read_text()) for d in ("one", "two"))
+    log_a, log_b = (json.loads((d / "log.json").read_text()) for d in (one, two))
     assert len(log_a["loss"]) == 3 and log_a["loss"] == log_b["loss"]
 
 
@@ -225,3 +259,7 @@ def test_cli_interrupt_prints_the_resume_command(tiny, tmp_path: Path) -> None:
     assert resume.startswith("datacomp distill --method ncfm") and resume.endswith("--resume")
     assert "alpha=0.4" in resume and f"--out {out}" in resume
     assert len(list((out / "checkpoints").glob("ckpt-r0of1-it*.pt"))) == 1
+
+
+if __name__ == "__main__":  # a torchrun rank of bit_for_bit_runs: python tests/test_distill_cli.py ROOT
+    _torchrun_worker(Path(sys.argv[1]))
