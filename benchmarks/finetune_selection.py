@@ -158,7 +158,8 @@ def _cell(args, lm, task, held, base, method: str, budget: int, seed: int) -> di
 
 def _cold_selection(args, method: str, cell: dict) -> dict:
     """The selection whose cost a method is charged: its smallest budget, run first with an empty cache."""
-    path = Path(args.out) / "cells" / args.task / "select" / f"{method}_b{min(args.budgets)}_s{cell['seed'] if method == 'random' else 0}.json"
+    seed = cell["seed"] if method == "random" else 0
+    path = Path(args.out) / "cells" / args.task / "select" / f"{method}_b{min(args.budgets)}_s{seed}.json"
     return json.loads(path.read_text()) if path.is_file() else cell["selection"]
 
 
@@ -211,10 +212,10 @@ def _markdown(doc: dict) -> str:
              "", f"Held-out: {doc['heldout']} records; mean NLL per response token (lower is better); "
              f"{base['metric']} of greedy answers to the first {doc['generate']} held-out prompts. "
              f"Fixed-epoch protocol: {doc['epochs']} epochs, batch {doc['batch_size']}. Base model (no fine-tune): "
-             f"NLL {base['nll']:.4f}, {base['metric']} {base['metric_mean']}.", ""]
+             f"NLL {base['nll']:.4f}, {base['metric']} {base['metric_mean']:.3f}.", ""]
     if doc["whole_pool"]:
         w = doc["whole_pool"]
-        lines.append(f"Whole pool ({doc['pool']} records): NLL {w['nll']:.4f}, {w['metric']} {w['metric_mean']}, "
+        lines.append(f"Whole pool ({doc['pool']} records): NLL {w['nll']:.4f}, {w['metric']} {w['metric_mean']:.3f}, "
                      f"fine-tune {w['finetune_seconds']:.0f} s.")
         lines.append("")
     lines += ["| method | budget | held-out NLL (mean +- std, seeds) | metric | selection s | STR | R marginal | "
