@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset, load_dataset
+from datacomp.evaluation import get_protocol
 from datacomp.models import create_model
 from datacomp.errors import ConfigError, DataError
 from datacomp.selectors.cache import load_npz, save_npz_atomic
@@ -102,7 +103,9 @@ def test_weights_from_safetensors_and_proxy_training(small, cache, tmp_path):
     trained = image_features(small, "mlp", seed=0, proxy_epochs=2, ledger=ledger, progress=False)
     untrained = image_features(small, "mlp", seed=0, progress=False)
     assert not np.allclose(trained.features, untrained.features)
-    assert ledger["proxy-training"].extra["epochs"] == 2 and trained.config["proxy"]["epochs"] == 2
+    # the proxy's protocol (quick) runs the DC reference schedule: Epoch + 1 epochs are trained for proxy_epochs=2
+    assert trained.config["proxy"]["epochs"] == 2
+    assert ledger["proxy-training"].extra["epochs"] == get_protocol("quick", epochs=2).train_epochs == 3
     assert ledger.names() == ["proxy-training", "feature-extraction"]
 
 
