@@ -57,3 +57,20 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """The tiny randomly initialised Llama of tests/tiny_lm.py, saved once per test module (needs the [llm] extra)."""
+    pytest.importorskip("transformers", reason='needs the [llm] extra: pip install -e ".[llm]"')
+    from tiny_lm import save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    """The tiny Llama loaded with datacomp.lm.load_lm (default attention)."""
+    from datacomp.lm import load_lm
+
+    return load_lm(tiny_dir)

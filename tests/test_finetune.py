@@ -18,7 +18,6 @@ from datacomp.cli import main  # noqa: E402
 from datacomp.lm import finetune as ft  # noqa: E402
 from datacomp.lm.tasks import final_number, final_number_match, get_task, rouge_l, split_prompt_response  # noqa
 from datacomp.record import RunRecord  # noqa: E402
-from tiny_lm import save_tiny_llama  # noqa: E402
 
 RECORDS = [
     {"instruction": "the cat", "input": "", "output": "sat on a mat"},
@@ -33,16 +32,6 @@ RECORDS = [
 TASK = get_task("alpaca")
 FAST = ft.FinetuneConfig(steps=12, batch_size=4, lr=5e-3, bf16=False)
 EVAL = ft.EvalConfig(batch_size=4, generate=2, max_new_tokens=4, bf16=False)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return dlm.load_lm(tiny_dir)
 
 
 @pytest.fixture(scope="module")

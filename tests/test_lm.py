@@ -19,7 +19,6 @@ pytest.importorskip("tokenizers", reason='needs the [llm] extra: pip install -e 
 
 from datacomp import lm as dlm  # noqa: E402
 from datacomp.lm import forward as fwd  # noqa: E402
-from tiny_lm import save_tiny_llama  # noqa: E402
 
 ATOL = dict(atol=1e-5, rtol=1e-5)
 TEXTS = [
@@ -30,16 +29,6 @@ TEXTS = [
     "the river was blue and green <eos> and it ran",  # a special token inside the text is excluded too
     "a red house is in the tree",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return dlm.load_lm(tiny_dir)
 
 
 @pytest.fixture(autouse=True)

@@ -26,11 +26,6 @@ N_RECORDS, BUDGET = 30, 6
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="module")
 def tiny_nobos_dir(tmp_path_factory):
     """The same model with a tokenizer that adds no BOS (like SmolLM2's): the first token is the sink."""
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-nobos"), bos=False)

@@ -25,15 +25,10 @@ from datacomp.lm.tasks import get_task, rouge_l, split_prompt_response  # noqa: 
 from datacomp.lm.whisperer import (Episode, WhispererConfig, cached_whisper_scores, default_layer,  # noqa: E402
                                    episode_weights, plan_episodes, whisperer_cache_key, whisper_scores)
 from datacomp.selectors import SelectOptions, TextOptions, select, select_dataset  # noqa: E402
-from tiny_lm import WORDS, save_tiny_llama  # noqa: E402
+from tiny_lm import WORDS  # noqa: E402
 
 N_RECORDS = 16
 FAST = dict(max_new_tokens=4, bf16=False)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module")
