@@ -5,7 +5,8 @@ evaluation protocol, output folder), takes the output folder (:class:`datacomp.i
 run on it, refusal of a folder holding another run unless ``overwrite`` or ``resume``, stale temp files removed),
 runs the method's iterations with checkpoints (:mod:`datacomp.distillers.loop`), gathers the classes of all
 processes under ``torchrun``, writes the outputs (:mod:`datacomp.distillers.outputs`) and evaluates the set against
-random real images of the same stored size.
+random real images of the same stored size. ``snapshot_at`` keeps the set at chosen iterations as well
+(``snapshots/it{N}/synset.safetensors``, :mod:`datacomp.distillers.outputs`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from datacomp.distillers.loop import LoopState, run_loop
 from datacomp.distillers.methods import DISTILLERS
 from datacomp.distillers.multiformation import check_factor
 from datacomp.distillers.outputs import (OUTPUT_FILES, EvalSpec, Produced, build_synset, evaluate_run, make_record,
-                                         write_outputs)
+                                         snapshot_path, write_outputs, write_snapshot)
 from datacomp.distillers.presets import config_dict, get_config
 from datacomp.errors import ConfigError, DatacompError, RunDirError
 from datacomp.evaluation import EvalResult, get_protocol
@@ -58,6 +59,9 @@ class DistillOptions:
         data_root: Folder with dataset files (when ``dataset`` is a name).
         pool_dir: Feature-pool cache folder (default ``$DATACOMP_CACHE/pool``).
         resume_hint: How to continue after an interrupt (the CLI puts the exact command here).
+        snapshot_at: Iterations after which the set is also kept, in ``out/snapshots/it{N}/synset.safetensors``
+            (0 = the initialisation); each between 0 and the config's ``iterations``. A resumed run must already
+            hold the snapshots of the iterations before its checkpoint.
     """
 
     out: str | Path | None = None
@@ -73,6 +77,7 @@ class DistillOptions:
     data_root: str | None = None
     pool_dir: str | None = None
     resume_hint: str = "call distill() again with the same arguments and resume=True"
+    snapshot_at: tuple[int, ...] = ()
 
 
 @dataclass
@@ -120,10 +125,16 @@ def _check_options(opts: DistillOptions) -> None:
                           "--overwrite deletes it")
     if opts.eval_runs:
         get_protocol(opts.eval_protocol)  # unknown protocol names fail now, not after the distillation
+    if isinstance(opts.snapshot_at, (str, bytes)) or not hasattr(opts.snapshot_at, "__iter__"):
+        raise ConfigError(f"snapshot_at must be a sequence of iterations such as (80, 300), got {opts.snapshot_at!r}")
+    points = tuple(opts.snapshot_at)
+    for n in points:
+        _positive_int(n, "every snapshot_at entry", 0, " (an iteration; 0 = the initialisation)")
+    opts.snapshot_at = tuple(sorted(set(points)))
 
 
 def _config_for(method: str, preset: str, ds: ImageDataset, ipc: int, overrides: dict[str, Any], model: str,
-                ctx: Context):
+                ctx: Context, snapshot_at: tuple[int, ...] = ()):
     """The method's config as it will run; every request check that needs no work."""
     cfg = get_config(method, preset, dataset=ds.name, ipc=ipc if isinstance(ipc, int) else None, **overrides)
     cfg = cfg.for_run(ds.image_size, ctx.device)  # recorded as it runs: factor and cf_bf16 "auto" resolved
@@ -139,6 +150,9 @@ def _config_for(method: str, preset: str, ds: ImageDataset, ipc: int, overrides:
                           f"'{ds.name}': {err}. Choose another --model (e.g. {default_model(ds)})") from err
     if cfg.factor > 1:
         check_factor(ds.image_size, cfg.factor)
+    if any(n > cfg.iterations for n in snapshot_at):
+        raise ConfigError(f"snapshot_at {list(snapshot_at)} asks for iterations beyond the run's {cfg.iterations}; "
+                          f"keep them between 0 and {cfg.iterations} or raise iterations")
     if ctx.world_size > ds.num_classes:
         raise ConfigError(f"{ctx.world_size} processes for {ds.num_classes} classes: use at most one per class")
     return cfg
@@ -220,7 +234,7 @@ def _run(ctx: Context, req: _Request, opts: DistillOptions) -> DistillResult | N
     entry = DISTILLERS.entry(req.method)
     ds = load_dataset(req.dataset, root=opts.data_root) if isinstance(req.dataset, str) else req.dataset
     model = opts.model or default_model(ds)
-    cfg = _config_for(req.method, req.preset, ds, req.ipc, req.overrides, model, ctx)
+    cfg = _config_for(req.method, req.preset, ds, req.ipc, req.overrides, model, ctx, opts.snapshot_at)
     out = Path(opts.out) if opts.out is not None else Path(tempfile.mkdtemp(prefix="datacomp-distill-"))
     settings = {"method": req.method, "preset": req.preset, "dataset": ds.name, "ipc": req.ipc, "model": model,
                 "seed": req.seed, "config": config_dict(cfg)}
@@ -252,15 +266,34 @@ def _produce(ctx: Context, cls: Any, cfg: Any, ds: ImageDataset, settings: dict[
     classes = split_classes(ds.num_classes, ctx.world_size, unit)[ctx.rank]
     job = Job(ds, classes, settings["ipc"], settings["model"], ctx, settings["seed"], opts.pool_dir, not opts.quiet)
     state = LoopState(checkpoint_dir(out), settings, opts.checkpoint_every, progress=not opts.quiet,
-                      resume_hint=opts.resume_hint)
+                      resume_hint=opts.resume_hint, snapshot_at=opts.snapshot_at)
     ckpt = find_resumable(state.folder, ctx) if opts.resume and cfg.iterations > 0 else None
+    if ckpt is not None:
+        missing = [n for n in opts.snapshot_at if n <= ckpt.iteration and not snapshot_path(out, n).is_file()]
+        if ctx.any(bool(missing)):
+            raise ConfigError(f"--resume: the checkpoint is at iteration {ckpt.iteration} but {out} holds no snapshot "
+                              f"of iteration(s) {missing or 'asked for (on another process)'}; drop them from "
+                              "snapshot_at or start over with --overwrite")
     distiller = cls.build(cfg, job)
     if ckpt is not None:
         state.log, state.ledger = restore(distiller, ckpt, settings)
         state.start = ckpt.iteration
     else:
         state.log["events"].append({"iteration": 0, "event": "start"})
+    if opts.snapshot_at:
+        def snapshot(iteration: int) -> None:  # collective: every process hands in its classes
+            produced = _gather(ctx, distiller, ds, settings, state)
+            if produced is not None:
+                write_snapshot(out, iteration, build_synset(ds, settings, cfg, produced, iterations=iteration))
+
+        state.snapshot = snapshot
     run_loop(distiller, ctx, state)
+    return _gather(ctx, distiller, ds, settings, state)
+
+
+def _gather(ctx: Context, distiller: Any, ds: ImageDataset, settings: dict[str, Any],
+            state: LoopState) -> Produced | None:
+    """The set as it stands, its log and cost, on the main process (None elsewhere; a collective)."""
     gathered = ctx.gather_rows(distiller.stored_images())
     source = distiller.source_indices()
     source_parts = ctx.gather_rows(source) if source is not None else None

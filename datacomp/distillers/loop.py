@@ -1,4 +1,10 @@
-"""The iteration loop of a distillation run: steps, progress, checkpoints, the non-finite guard and interrupts.
+"""The iteration loop of a distillation run: steps, progress, checkpoints, snapshots, the non-finite guard and
+interrupts.
+
+Snapshots: at every iteration of ``LoopState.snapshot_at`` (0 = before the first step) the loop calls
+``LoopState.snapshot`` (on every process: gathering the set is collective), before that iteration's checkpoint, so a
+run killed in between resumes from an earlier checkpoint and writes the snapshot again. A checkpoint segment ends at
+each snapshot iteration; the steps run are the same, so the set is bit-identical to a run without snapshots.
 
 After every iteration the loop checks the loss, the synthetic images and any learned sampler for NaN/inf (on every
 process, agreed between them): a non-finite state stops the run before it can be checkpointed, so the last
@@ -14,7 +20,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -43,7 +49,8 @@ class Interrupted(RunAborted):
 
 @dataclass
 class LoopState:
-    """What the loop needs besides the distiller: where to checkpoint, the run's settings, its log and cost."""
+    """What the loop needs besides the distiller: where to checkpoint, the run's settings, its log and cost, and at
+    which iterations ``snapshot(iteration)`` keeps a copy of the synthetic set."""
 
     folder: Path
     settings: dict[str, Any]
@@ -53,6 +60,8 @@ class LoopState:
     log: dict[str, Any] = field(default_factory=lambda: {"loss": [], "lr": [], "events": []})
     progress: bool = True
     resume_hint: str = "run the same command with --resume"
+    snapshot_at: tuple[int, ...] = ()
+    snapshot: Callable[[int], None] | None = None
 
 
 @contextmanager
@@ -90,7 +99,8 @@ def _save(distiller: Distiller, ctx: Context, state: LoopState, iteration: int) 
 
 
 def run_loop(distiller: Distiller, ctx: Context, state: LoopState) -> None:
-    """Run iterations ``state.start .. config.iterations``, checkpointing every ``state.checkpoint_every``.
+    """Run iterations ``state.start .. config.iterations``, checkpointing every ``state.checkpoint_every`` and at
+    every ``state.snapshot_at`` iteration (after its snapshot).
 
     Raises:
         DistillationDiverged: a NaN/inf loss, image or sampler parameter (nothing non-finite is saved).
@@ -99,12 +109,15 @@ def run_loop(distiller: Distiller, ctx: Context, state: LoopState) -> None:
     total, every, method = distiller.config.iterations, state.checkpoint_every, state.settings["method"]
     last_saved: int | None = state.start if state.start else None
     iteration = state.start
+    snapshots = sorted(set(state.snapshot_at)) if state.snapshot is not None else []
+    if iteration == 0 and 0 in snapshots:
+        state.snapshot(0)
     bar = tqdm(total=total, initial=iteration, desc=f"distill {method}", disable=not (state.progress and ctx.is_main),
                dynamic_ncols=True)
     try:
         with _catch_signals() as caught:
             while iteration < total:
-                segment_end = min(total, (iteration // every + 1) * every)
+                segment_end = min([total, (iteration // every + 1) * every] + [n for n in snapshots if n > iteration])
                 # One ledger entry per checkpoint segment, so every checkpoint carries the cost so far.
                 with state.ledger.phase("distillation", flops="sampled", sample_steps=1,
                                         device=str(ctx.device)) as ph:
@@ -124,6 +137,8 @@ def run_loop(distiller: Distiller, ctx: Context, state: LoopState) -> None:
                         if ctx.any("signal" in caught):
                             break
                     ph.extra.update(iterations=iteration)
+                if iteration in snapshots:
+                    state.snapshot(iteration)
                 _save(distiller, ctx, state, iteration)
                 last_saved = iteration
                 if ctx.any("signal" in caught):

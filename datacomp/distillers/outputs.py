@@ -5,7 +5,10 @@
 - ``grid.png``, ``loss.png``, ``log.json`` (loss and learning rate per iteration, resume events);
 - ``run.json``: a :class:`~datacomp.record.RunRecord` (kind ``distill``) with ``output_sha256`` =
   ``synset.content_digest()`` (two runs with the same digest produced bit-identical sets), the evaluation and the
-  random real baseline (same stored images per class, :func:`datacomp.evaluation.baseline_counts`).
+  random real baseline (same stored images per class, :func:`datacomp.evaluation.baseline_counts`);
+- ``snapshots/it{N}/synset.safetensors``: the set as it stood after iteration ``N``, for every ``N`` the run was
+  asked to keep (``DistillOptions.snapshot_at``); metadata as the final set's, with ``iterations`` = ``N`` and the
+  cost so far.
 
 Every file goes through :func:`datacomp.io.atomic_write`.
 """
@@ -28,9 +31,9 @@ from datacomp.record import RunRecord
 from datacomp.synset import SyntheticSet, base_metadata
 
 __all__ = ["Produced", "EvalSpec", "build_synset", "write_outputs", "make_record", "evaluate_run", "plot_loss",
-           "OUTPUT_FILES"]
+           "snapshot_path", "write_snapshot", "OUTPUT_FILES"]
 
-OUTPUT_FILES = ("checkpoints", "run.json", "log.json", "synset.safetensors", "grid.png", "loss.png")
+OUTPUT_FILES = ("checkpoints", "snapshots", "run.json", "log.json", "synset.safetensors", "grid.png", "loss.png")
 
 
 @dataclass
@@ -74,12 +77,14 @@ def plot_loss(path: Path, losses: list[float], title: str) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def build_synset(ds: ImageDataset, settings: dict[str, Any], cfg: Any, produced: Produced) -> SyntheticSet:
-    """The run's :class:`SyntheticSet` with its metadata."""
+def build_synset(ds: ImageDataset, settings: dict[str, Any], cfg: Any, produced: Produced,
+                 iterations: int | None = None) -> SyntheticSet:
+    """The run's :class:`SyntheticSet` with its metadata (``iterations``: those run so far, default all)."""
     meta = base_metadata(
         dataset=ds.name, space=produced.space, num_classes=ds.num_classes, method=settings["method"],
         ipc=settings["ipc"], seed=settings["seed"], config=settings["config"], preset=settings["preset"],
-        model=settings["model"], factor=cfg.factor, mean=list(ds.mean), std=list(ds.std), iterations=cfg.iterations,
+        model=settings["model"], factor=cfg.factor, mean=list(ds.mean), std=list(ds.std),
+        iterations=cfg.iterations if iterations is None else iterations,
         cost=produced.ledger.to_dict(), details=produced.details,
     )
     return SyntheticSet(produced.images.float().contiguous(), produced.labels.long(), meta,
@@ -96,6 +101,18 @@ def write_outputs(out: Path, ds: ImageDataset, synset: SyntheticSet, produced: P
                                   "iterations": meta["iterations"], **produced.log})
     plot_loss(out / "loss.png", produced.log["loss"], f"{meta['method']} on {ds.name}, ipc {meta['ipc']}")
     record.write(out)
+
+
+def snapshot_path(out: Path, iteration: int) -> Path:
+    """Where the set after ``iteration`` iterations is kept: ``out/snapshots/it{iteration}/synset.safetensors``."""
+    return Path(out) / "snapshots" / f"it{iteration}" / "synset.safetensors"
+
+
+def write_snapshot(out: Path, iteration: int, synset: SyntheticSet) -> Path:
+    """Write the set after ``iteration`` iterations (atomically, with the set's own writer)."""
+    path = snapshot_path(out, iteration)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return synset.save(path)
 
 
 def make_record(ds: ImageDataset, synset: SyntheticSet, settings: dict[str, Any], spec: EvalSpec) -> RunRecord:
