@@ -68,6 +68,10 @@ PAPER = {
 # Issue 3's measurements of the released code on the shared CIFAR-10 copy (cpu-quick budget, quick protocol, 2 runs).
 ISSUE_REFERENCE = {"cifar10": {10: {"random": 28.2, "dm": 38.4, "ncfm-gaussian": 46.4, "ncfm-init": 36.4}}}
 
+# Tiny settings of the --quick validation runs (digits, a few iterations).
+QUICK_OVERRIDES = {"ncfm": {"pool_size": 1, "pool_epochs": 1, "pool_min_steps": 0, "real_batch": 16, "num_freqs": 64},
+                   "dm": {"real_batch": 16}}
+
 ROWS = {
     "random": ("random", {}),
     "dm": ("dm", {}),
@@ -77,26 +81,40 @@ ROWS = {
 }
 
 
+def expected_config(method: str, args: argparse.Namespace, ipc: int, overrides: dict, device) -> dict:
+    """The config a run of ``method`` records on ``device`` (``cf_bf16`` "auto" resolved as the run resolves it)."""
+    expected = config_dict(get_config(method, args.preset, dataset=args.dataset, ipc=ipc, **overrides))
+    if "cf_bf16" in expected:
+        expected["cf_bf16"] = resolve_native_bf16(expected["cf_bf16"], device)
+    return expected
+
+
+def config_mismatch(stored: dict, stored_seed: int | None, expected: dict, seed: int,
+                    ignore: frozenset = frozenset()) -> str | None:
+    """Why a stored run's config and seed cannot stand for ``expected`` and ``seed`` (None: they can); keys in
+    ``ignore`` are not compared."""
+    if stored_seed is not None and stored_seed != seed:
+        return f"made with seed {stored_seed}, not {seed}"
+    try:  # through the config class, as a resume does: fields added since read as what those runs did
+        stored = config_dict(config_from_dict(expected["method"], stored))
+    except ValueError as err:
+        return f"stored config unreadable ({err})"
+    # factor is resolved per image size at run time (0 = auto): compare everything else. A run without iterations
+    # (the initialisation row) depends only on how it was initialised; the random row has no such fields.
+    keys = {"iterations", "init", "init_sampling"} if expected.get("iterations") == 0 else set(expected) - {"factor"}
+    differs = {k for k in (keys & set(expected)) - set(ignore) if stored[k] != expected[k]}
+    return f"stored config differs in {sorted(differs)}" if differs else None
+
+
 def _cached(out: Path, runs: int, protocol: str, expected: dict, seed: int) -> dict | None:
     """The finished row in ``out`` if it was made with the same config, protocol and number of runs."""
     path = out / "run.json"
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    if record["config"].get("seed", seed) != seed:
-        print(f"  {out.name}: made with seed {record['config'].get('seed')}, not {seed}; recomputing", flush=True)
-        return None
-    try:  # through the config class, as a resume does: fields added since read as what those runs did
-        stored = config_dict(config_from_dict(expected["method"], record["config"]["config"]))
-    except ValueError as err:
-        print(f"  {out.name}: stored config unreadable ({err}); recomputing", flush=True)
-        return None
-    # factor is resolved per image size at run time (0 = auto): compare everything else. A run without iterations
-    # (the initialisation row) depends only on how it was initialised.
-    keys = {"iterations", "init", "init_sampling"} if expected.get("iterations") == 0 else set(expected) - {"factor"}
-    differs = {k for k in keys if stored[k] != expected[k]}
-    if differs:
-        print(f"  {out.name}: stored config differs in {sorted(differs)}; recomputing", flush=True)
+    why = config_mismatch(record["config"]["config"], record["config"].get("seed", seed), expected, seed)
+    if why:
+        print(f"  {out.name}: {why}; recomputing", flush=True)
         return None
     result = record.get("eval")
     if result and len(result["accuracies"]) == runs and result["protocol"] == protocol:
@@ -116,9 +134,7 @@ def run_row(row: str, args: argparse.Namespace, ipc: int) -> dict:
     overrides.update(args.overrides.get(method, {}))
     out = Path(args.runs_dir) / f"{args.dataset}-{args.preset}{args.tag}-ipc{ipc}-{row}"
     device = resolve_device(args.device or "auto")
-    expected = config_dict(get_config(method, args.preset, dataset=args.dataset, ipc=ipc, **overrides))
-    if "cf_bf16" in expected:  # what the run records: "auto" resolved on this device
-        expected["cf_bf16"] = resolve_native_bf16(expected["cf_bf16"], device)
+    expected = expected_config(method, args, ipc, overrides, device)
     record = _cached(out, args.runs, args.protocol, expected, args.seed)
     if record is None:
         has_checkpoint = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
@@ -232,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                       for method, items in (("ncfm", args.set_items), ("dm", args.set_dm_items)) if items}
     if args.quick:
         args.dataset, args.ipc, args.runs, args.protocol, args.iterations = "digits", [1], 1, "smoke", 2
-        args.overrides = {"ncfm": {"pool_size": 1, "pool_epochs": 1, "pool_min_steps": 0, "real_batch": 16,
-                                   "num_freqs": 64}, "dm": {"real_batch": 16}}
+        args.overrides = {method: dict(values) for method, values in QUICK_OVERRIDES.items()}
         args.runs_dir = str(Path(args.runs_dir) / "quick")
     rows = list(args.rows) + (["ncfm-init"] if args.with_init and "ncfm-init" not in args.rows else [])
     stem = f"ncfm_table_{args.dataset}_{args.preset}{args.tag}" + ("_quick" if args.quick else "")
