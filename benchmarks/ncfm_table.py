@@ -9,11 +9,11 @@ its checkpoint, so the script can be re-run after a kill.
 Rows per IPC: ``random`` (random real images), ``dm``, ``ncfm-gaussian`` (released code's sampler), ``ncfm-learned``
 (the paper's psi); ``--with-init`` adds ``ncfm-init`` (the real-mosaic initialisation before any update).
 
-The issue's reference on the shared CIFAR-10 copy (IPC 10, 80 iterations, ConvNet-3 trained 300 epochs with SGD 0.01,
+The released code's results on the shared CIFAR-10 copy (IPC 10, 80 iterations, ConvNet-3 trained 300 epochs with SGD 0.01,
 no augmentation, final-epoch accuracy, 2 runs = our ``quick`` protocol): random 28.2 %, released DM code 38.4 %,
 released NCFM code 46.4 %, NCFM's mosaic initialisation alone 36.4 %.
 
-Commands (the lead's)::
+Commands::
 
     # CPU, shared CIFAR-10 copy, IPC 1 and 10 (the committed quick results)
     OMP_NUM_THREADS=2 python benchmarks/ncfm_table.py --dataset cifar10 --preset cpu-quick --ipc 1 10 --runs 2 \\
@@ -65,8 +65,8 @@ PAPER = {
         "ncfm-learned": {1: "34.4+-0.5", 10: "48.7+-0.3", 50: "54.7+-0.2"},
     },
 }
-# Issue 3's measurements of the released code on the shared CIFAR-10 copy (cpu-quick budget, quick protocol, 2 runs).
-ISSUE_REFERENCE = {"cifar10": {10: {"random": 28.2, "dm": 38.4, "ncfm-gaussian": 46.4, "ncfm-init": 36.4}}}
+# Measurements of the released code on the shared CIFAR-10 copy (cpu-quick budget, quick protocol, 2 runs).
+RELEASED_REFERENCE = {"cifar10": {10: {"random": 28.2, "dm": 38.4, "ncfm-gaussian": 46.4, "ncfm-init": 36.4}}}
 
 # Tiny settings of the --quick validation runs (digits, a few iterations).
 QUICK_OVERRIDES = {"ncfm": {"pool_size": 1, "pool_epochs": 1, "pool_min_steps": 0, "real_batch": 16, "num_freqs": 64},
@@ -192,17 +192,17 @@ def seeds_markdown(per_seed: dict[int, list[dict]], args: argparse.Namespace) ->
 
 def markdown(results: list[dict], args: argparse.Namespace) -> str:
     paper = PAPER.get(args.dataset, {})
-    reference = ISSUE_REFERENCE.get(args.dataset, {})
+    reference = RELEASED_REFERENCE.get(args.dataset, {})
     lines = [
         f"# NCFM table: {args.dataset}, preset `{args.preset}`, protocol `{args.protocol}`, {args.runs} runs, seed {args.seed}",
         "",
         "Ours: mean +- std test accuracy (%) of fresh ConvNet-3 models trained on the set with the protocol named "
-        "above. Paper: NCFM paper Table 1/5 (each method's own protocol, 20000 iterations, 10 runs). Issue ref.: "
+        "above. Paper: NCFM paper Table 1/5 (each method's own protocol, 20000 iterations, 10 runs). Released code: "
         "released code on the shared copy at the same budget and protocol (IPC 10 only). Seconds are wall-clock on "
         "the machine that ran the table (pool: NCFM's feature-extractor training, shared by all NCFM rows and "
         "cached on disk).",
         "",
-        "| IPC | row | ours | paper | issue ref. | iterations | image lr | train images | distill s | pool s (one-off) |",
+        "| IPC | row | ours | paper | released code | iterations | image lr | train images | distill s | pool s (one-off) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_stem = stem + (f"_seed{seed}" if args.seeds else "")
         save_json({"dataset": args.dataset, "preset": args.preset, "protocol": args.protocol, "runs": args.runs,
                    "seed": seed, "results": results, "paper": PAPER.get(args.dataset),
-                   "issue_reference": {str(k): v for k, v in ISSUE_REFERENCE.get(args.dataset, {}).items()}},
+                   "released_reference": {str(k): v for k, v in RELEASED_REFERENCE.get(args.dataset, {}).items()}},
                   results_dir / f"{seed_stem}.json")
         atomic_write(results_dir / f"{seed_stem}.md", text)
         print(f"wrote {results_dir / seed_stem}.json and .md")
