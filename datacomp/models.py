@@ -69,6 +69,35 @@ class ClassifierBase(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+# Largest H*W at which channels-last instance norm runs through :func:`instance_norm_nhwc`. PyTorch's CPU group-norm
+# kernel for channels-last inputs with one channel per group is 8-20x slower than its NCHW kernel at 16x16 and 8x8
+# maps (ConvNet-3's second and third blocks), while at 32x32 it is the faster choice; see benchmarks/forward_study.py.
+NHWC_NORM_MAX_PIXELS = 256
+
+
+def instance_norm_nhwc(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                       eps: float) -> torch.Tensor:
+    """``GroupNorm(C, C)`` of a channels-last ``x`` [N, C, H, W], computed on its [N, H*W, C] view.
+
+    Two-pass (mean, then the mean square of the centred values), so it is as accurate as the native kernel; the
+    result is channels-last. Differentiable.
+    """
+    n, c, h, w = x.shape
+    y = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view: no copy for channels-last memory
+    centred = y - y.mean(1, keepdim=True)
+    scale = (centred.square().mean(1, keepdim=True) + eps).rsqrt()
+    if weight is not None:
+        scale = scale * weight
+    out = centred * scale if bias is None else torch.addcmul(bias, centred, scale)
+    return out.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _nhwc_instance_norm_applies(layer: nn.Module, x: torch.Tensor) -> bool:
+    return (type(layer) is nn.GroupNorm and layer.num_groups == layer.num_channels and x.dim() == 4
+            and x.shape[2] * x.shape[3] <= NHWC_NORM_MAX_PIXELS and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
 def _norm2d(kind: str, channels: int, spatial: tuple[int, int]) -> nn.Module:
     if kind == "in":
         return nn.GroupNorm(channels, channels, affine=True)
@@ -125,7 +154,14 @@ class ConvNet(ClassifierBase):
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
+        if isinstance(x, torch.fx.Proxy):  # symbolic tracing (int8 quantisation): the plain graph
+            return self.features(x).flatten(1)
+        for layer in self.features:
+            if _nhwc_instance_norm_applies(layer, x):
+                x = instance_norm_nhwc(x, layer.weight, layer.bias, layer.eps)
+            else:
+                x = layer(x)
+        return x.flatten(1)
 
 
 class MLP(ClassifierBase):

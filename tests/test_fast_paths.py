@@ -1,0 +1,76 @@
+"""Fast CPU paths of the ConvNet passes give the plain float32 computation's result (and gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datacomp.distillers.base import features_no_grad
+from datacomp.models import NHWC_NORM_MAX_PIXELS, create_model, instance_norm_nhwc
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("size", [16, 8, 4])
+@pytest.mark.parametrize("affine", [True, False])
+def test_nhwc_instance_norm_equals_group_norm(size, affine):
+    gen = torch.Generator().manual_seed(0)
+    # a large mean beside a small spread: a one-pass variance would lose digits here
+    x = torch.randn(6, 5, size, size, generator=gen) * 0.5 + 30.0
+    weight = torch.rand(5, generator=gen) + 0.5 if affine else None
+    bias = torch.randn(5, generator=gen) if affine else None
+    out = instance_norm_nhwc(_channels_last(x), weight, bias, 1e-5)
+    expected = F.group_norm(x.double(), 5, None if weight is None else weight.double(),
+                            None if bias is None else bias.double(), 1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.double(), expected, atol=2e-5, rtol=0)
+
+
+def test_nhwc_instance_norm_gradients_match_float64_group_norm():
+    gen = torch.Generator().manual_seed(1)
+    x = _channels_last(torch.randn(3, 4, 5, 5, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    weight = (torch.rand(4, generator=gen, dtype=torch.float64) + 0.5).requires_grad_(True)
+    bias = torch.randn(4, generator=gen, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, w, b: instance_norm_nhwc(a, w, b, 1e-5), (x, weight, bias))
+    probe = torch.randn(3, 4, 5, 5, generator=gen, dtype=torch.float64)
+    grads = torch.autograd.grad((instance_norm_nhwc(x, weight, bias, 1e-5) * probe).sum(), (x, weight, bias))
+    expected = torch.autograd.grad((F.group_norm(x, 4, weight, bias, 1e-5) * probe).sum(), (x, weight, bias))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("shape", [(3, 32), (1, 28), (3, 16)])
+def test_convnet_channels_last_features_equal_nchw(shape):
+    channels, size = shape
+    torch.manual_seed(0)
+    net = create_model("convnet-3-in", channels, 10, (size, size)).requires_grad_(False)
+    for module in net.modules():  # non-trivial affine parameters
+        if isinstance(module, torch.nn.GroupNorm):
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(20, channels, size, size)
+    plain = net.features(x).flatten(1)  # the Sequential: NCHW, native group norm everywhere
+    fast = features_no_grad(net, x, chunk=8)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_convnet_channels_last_gradients_equal_nchw():
+    torch.manual_seed(0)
+    net = create_model("convnet-3-in", 3, 10, (16, 16)).double()
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        net.zero_grad()
+        xi = x.clone().contiguous(memory_format=layout).detach().requires_grad_(True)
+        net(xi).square().sum().backward()
+        grads.append([xi.grad.clone()] + [p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_threshold_covers_the_smaller_convnet_maps():
+    # ConvNet-3 on 32x32 input: 32x32 maps use the native kernel, 16x16 and 8x8 the NHWC path
+    assert 16 * 16 <= NHWC_NORM_MAX_PIXELS < 32 * 32
