@@ -67,3 +67,15 @@ def test_snapshot_at_misconfigurations_fail_before_work(tmp_path: Path, snapshot
     with pytest.raises(ConfigError, match=match):
         run(tmp_path / "bad", snapshot_at=snapshot_at)
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_snapshot_at_writes_snapshots_and_refuses_a_late_one(tmp_path: Path, capsys) -> None:
+    from datacomp.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["distill", "--method", "dm", "--dataset", "digits", "--ipc", "1", "--set", "iterations=2",
+            "--eval-runs", "0", "--no-baseline", "--quiet", "--out", str(out)]
+    assert main([*argv, "--snapshot-at", "1", "2"]) == 0
+    assert kept(out) == [1, 2]
+    assert main([*argv, "--overwrite", "--snapshot-at", "5"]) == 2
+    assert "snapshot_at" in capsys.readouterr().err

@@ -65,6 +65,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     add_device(parser)
     add_quiet(parser)
     parser.add_argument("--checkpoint-every", type=int, default=20, help="iterations between checkpoints (default 20)")
+    parser.add_argument("--snapshot-at", type=int, nargs="+", default=[], metavar="N",
+                        help="also keep the synthetic set after these iterations in snapshots/itN/ (for curves)")
     parser.add_argument("--eval-protocol", default="quick", help="evaluation protocol, a " + protocol_help())
     parser.add_argument("--eval-runs", type=int, default=3, help="models trained in the evaluation (0 = skip)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
@@ -97,6 +99,8 @@ def resume_command(args: argparse.Namespace, out: str, overrides: dict[str, Any]
     for flag, value in (("--data-root", args.data_root), ("--model", args.model), ("--pool-dir", args.pool_dir)):
         if value is not None:
             argv += [flag, str(value)]
+    if args.snapshot_at:
+        argv += ["--snapshot-at", *(str(n) for n in args.snapshot_at)]
     if not args.baseline:
         argv.append("--no-baseline")
     if args.quiet:
@@ -113,7 +117,7 @@ def run_command(args: argparse.Namespace) -> int:
     options = DistillOptions(
         out=out, overwrite=args.overwrite, resume=args.resume, device=args.device, quiet=args.quiet, model=args.model,
         checkpoint_every=args.checkpoint_every, eval_protocol=args.eval_protocol, eval_runs=args.eval_runs,
-        baseline=args.baseline, data_root=args.data_root, pool_dir=args.pool_dir,
+        baseline=args.baseline, data_root=args.data_root, pool_dir=args.pool_dir, snapshot_at=tuple(args.snapshot_at),
         resume_hint=resume_command(args, out, overrides),
     )
     try:
