@@ -67,7 +67,8 @@ from datacomp.models import create_model
 from datacomp.runtime import keep_freed_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_loops import PlainConvNet, ReleasedDM, ReleasedNCFM, convnet_forward_flops  # noqa: E402
+from reference_loops import (PlainConvNet, ReleasedDM, ReleasedNCFM, convnet_forward_flops,  # noqa: E402
+                             matmul_peak_gflops)
 
 REPO = Path(__file__).resolve().parents[1]
 # The offline dataset copies beside the repository (shared CIFAR-10), unless the caller points elsewhere.
@@ -129,12 +130,6 @@ def _timed(fn, repeats: int) -> list[float]:
         fn()
         times.append(CLOCK() - t0)
     return times
-
-
-def _matmul_peak_gflops(n: int = 2048) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    return 2.0 * n**3 / min(_timed(lambda: a @ b, 3)) / 1e9
 
 
 def _reference_loop(args: argparse.Namespace, ds):
@@ -218,7 +213,7 @@ def _child(args: argparse.Namespace) -> dict:
         real_t.append(r)
         network.append(r + s + c)
     med = statistics.median
-    peak = _matmul_peak_gflops()
+    peak = matmul_peak_gflops(CLOCK)
     real_gflops = real.shape[0] * convnet_forward_flops(args.size) / med(real_t) / 1e9
     return {
         "method": args.child,

@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_loops import PlainConvNet, ReleasedDM, convnet_forward_flops, plain_dsa  # noqa: E402
+from reference_loops import (PlainConvNet, ReleasedDM, convnet_forward_flops,  # noqa: E402
+                             matmul_peak_gflops, plain_dsa)
 
 from datacomp.cost import save_json  # noqa: E402
 from datacomp.data import ImageDataset  # noqa: E402
@@ -42,17 +43,6 @@ from datacomp.distillers.base import Job  # noqa: E402
 from datacomp.distillers.dm import DMDistiller  # noqa: E402
 from datacomp.distillers.presets import get_config  # noqa: E402
 from datacomp.io import atomic_write  # noqa: E402
-
-
-def _matmul_peak(dtype: torch.dtype, n: int, clock) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(3):
-        t0 = clock()
-        a @ b
-        best = min(best, clock() - t0)
-    return 2.0 * n**3 / best / 1e9
 
 
 def _variants(real: torch.Tensor, chunk: int) -> dict:
@@ -139,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = clock()
             fn()
             times[name].append(clock() - t0)
-    peak32 = _matmul_peak(torch.float32, args.matmul_size, clock)
-    peak16 = _matmul_peak(torch.bfloat16, args.matmul_size, clock)
+    peak32 = matmul_peak_gflops(clock, torch.float32, args.matmul_size)
+    peak16 = matmul_peak_gflops(clock, torch.bfloat16, args.matmul_size)
     flops = real.shape[0] * convnet_forward_flops(args.size)
     base = statistics.median(times["released: 256/class, NCHW, grad mode, fresh net"])
     results = []
@@ -157,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
            "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}}
     lines = [f"Forward study ({real.shape[0]} images of {args.size}x{args.size}, {torch.get_num_threads()} threads, "
-             f"torch {torch.__version__}, {args.clock} seconds, median of {args.rounds} interleaved rounds; matmul peak "
+             f"torch {torch.__version__}, {args.clock} seconds, median of {args.rounds} interleaved rounds; "
+             f"matmul peak "
              f"{peak32:.0f} GFLOP/s fp32, {peak16:.0f} GFLOP/s bf16)", "",
              "| row | s | GFLOP/s | of peak | / released forward |", "|---|---:|---:|---:|---:|"]
     for r in results:

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PlainConvNet", "plain_dsa", "plain_diffaug", "ReleasedDM", "ReleasedNCFM", "convnet_forward_flops"]
+__all__ = ["PlainConvNet", "plain_dsa", "plain_diffaug", "ReleasedDM", "ReleasedNCFM", "convnet_forward_flops",
+           "matmul_peak_gflops"]
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2023, 0.1994, 0.2010]).view(1, 3, 1, 1)
@@ -65,6 +67,18 @@ def convnet_forward_flops(size: int = 32, channels: int = 3, width: int = 128, d
         flops += 2.0 * size * size * width * c * 9
         c, size = width, size // 2
     return flops
+
+
+def matmul_peak_gflops(clock=time.perf_counter, dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
+    """The machine's measured matmul rate (best of three ``n``^3 products), the yardstick for achieved GFLOP/s."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        t0 = clock()
+        a @ b
+        best = min(best, clock() - t0)
+    return 2.0 * n**3 / best / 1e9
 
 
 # ----------------------------------------------------------------------------------------------- augmentation

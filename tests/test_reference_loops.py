@@ -1,0 +1,40 @@
+"""The plain-PyTorch restatements of the released loops that the speed benchmarks measure datacomp against."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import load_benchmark
+
+ref = load_benchmark("reference_loops")
+
+
+def test_convnet_flop_formula_equals_torch_flop_counter():
+    net = ref.PlainConvNet(3, 10, size=32)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net.embed(torch.randn(2, 3, 32, 32))
+    assert counter.get_total_flops() == 2 * ref.convnet_forward_flops(32)
+
+
+def test_plain_dsa_applies_one_transform_per_seed():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 16, 16, generator=gen)
+    for seed in range(12):
+        torch.testing.assert_close(ref.plain_dsa(x, seed)[:2], ref.plain_dsa(x[:2], seed))
+    assert any(not torch.equal(ref.plain_dsa(x, s), ref.plain_dsa(x, s + 1)) for s in range(5))
+
+
+def test_released_loops_step_and_move_the_images():
+    torch.manual_seed(0)
+    real = [torch.rand(24, 3, 16, 16) for _ in range(10)]
+    dm = ref.ReleasedDM(real, ipc=1, real_batch=8)
+    before = dm.images.detach().clone()
+    assert torch.isfinite(torch.tensor(dm.step()))
+    assert not torch.equal(before, dm.images.detach())
+    state = ref.PlainConvNet(3, 10, size=16).state_dict()
+    ncfm = ref.ReleasedNCFM(real, ipc=1, pool=[(state, state)], real_batch=8, num_freqs=32)
+    before = ncfm.images.detach().clone()
+    assert torch.isfinite(torch.tensor(ncfm.step()))
+    assert not torch.equal(before, ncfm.images.detach())
