@@ -39,10 +39,11 @@ from reference_loops import (PlainConvNet, ReleasedDM, convnet_forward_flops,  #
 
 from datacomp.cost import save_json  # noqa: E402
 from datacomp.data import ImageDataset  # noqa: E402
-from datacomp.distillers.base import Job  # noqa: E402
+from datacomp.distillers.base import Job, features_no_grad  # noqa: E402
 from datacomp.distillers.dm import DMDistiller  # noqa: E402
 from datacomp.distillers.presets import get_config  # noqa: E402
 from datacomp.io import atomic_write  # noqa: E402
+from datacomp.models import create_model  # noqa: E402
 
 
 def _variants(real: torch.Tensor, chunk: int) -> dict:
@@ -64,13 +65,20 @@ def _variants(real: torch.Tensor, chunk: int) -> dict:
                     model.embed(part)
         return run
 
+    ours = create_model("convnet-3-in", c, 10, (size, size)).requires_grad_(False)
+    ours.load_state_dict(net.state_dict())
+
+    def datacomp_features():
+        with torch.inference_mode():
+            features_no_grad(ours, real, chunk=chunk)
+
     return {
         "released: 256/class, NCHW, grad mode, fresh net": per_class_batches(real, fresh=True),
         "same, DSA-augmented input": per_class_batches(augmented, fresh=True),
         "same, reused net": per_class_batches(real),
         "256, NCHW, inference mode": per_class_batches(real, grad=False),
         "256, channels-last, inference mode": per_class_batches(cl, grad=False),
-        f"{chunk}, channels-last, inference mode (datacomp)": per_class_batches(real, grad=False,
+        f"{chunk}, channels-last, inference mode": per_class_batches(real, grad=False,
                                                                                 layout=torch.channels_last,
                                                                                 size_=chunk),
         f"{chunk}, NCHW, inference mode": per_class_batches(real, grad=False, size_=chunk),
@@ -81,6 +89,7 @@ def _variants(real: torch.Tensor, chunk: int) -> dict:
                                                                           layout=torch.channels_last,
                                                                           size_=chunk, bf16=True),
         "256, channels-last, inference mode, bf16": per_class_batches(cl, grad=False, bf16=True),
+        f"datacomp features_no_grad ({chunk}, channels-last, NHWC instance norm)": datacomp_features,
     }
 
 
