@@ -132,7 +132,8 @@ def _whisper(model: Path, records: list[dict], cache: Path) -> dict:
     then a hit), with the first call's cost."""
     from datacomp.cost import CostLedger
     from datacomp.lm import load_lm
-    from datacomp.lm.whisperer import WhispererConfig, cached_whisper_scores
+    from datacomp.lm.whisperer import WhispererConfig
+    from datacomp.lm.whisperer_cache import cached_whisper_scores
 
     lm = load_lm(str(model), device="cpu", attn_implementation="eager")
     prompts, responses = _whisper_pool(records)

@@ -12,7 +12,9 @@ weights). Importing this package does not import transformers; :func:`load_lm` d
 * :mod:`datacomp.lm.finetune` (:func:`~datacomp.lm.finetune.finetune`, :class:`FinetuneConfig`, :func:`evaluate_lm`):
   LoRA or full fine-tuning on a subset, held-out response NLL and the task metric; :func:`finetune_subset` writes
   the ``datacomp finetune`` run folder;
-* :func:`whisper_scores` / :class:`WhispererConfig`: Data Whisperer's in-context-learning scores of records;
+* :func:`whisper_scores` / :class:`WhispererConfig`: Data Whisperer's in-context-learning scores of records
+  (:mod:`~datacomp.lm.icl_attention`: the episodes' prompts and attention weights; :func:`cached_whisper_scores`
+  in :mod:`~datacomp.lm.whisperer_cache`: kept on disk);
 * :mod:`~datacomp.lm.shard`: under ``torchrun``, contiguous record slices per rank (:func:`shard_range`,
   :func:`local_range`) and gathers back in pool order on every rank (:func:`gather_in_order`,
   :func:`all_gather_concat`); the cached harvests use them.
@@ -30,7 +32,8 @@ from .shard import (Ranks, all_gather_concat, all_gather_json, any_rank, gather_
 from .finetune import EvalConfig, FinetuneConfig, FinetuneResult, LMEval, evaluate_lm
 from .finetune_run import FinetuneOptions, FinetuneRun, finetune_subset
 from .tasks import TASKS, Task, get_task
-from .whisperer import WhispererConfig, WhispererResult, cached_whisper_scores, whisper_scores
+from .whisperer import WhispererConfig, WhispererResult, whisper_scores
+from .whisperer_cache import cached_whisper_scores
 
 __all__ = [
     "TASKS", "Task", "get_task", "FinetuneConfig", "EvalConfig", "FinetuneResult", "LMEval", "evaluate_lm",

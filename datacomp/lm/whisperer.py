@@ -9,12 +9,9 @@ fold's pass (and a candidate query in the other folds' passes); each chunk is on
 drawn in episode order, so the plan depends on ``(n, config)`` only).
 
 Episode: the prompt is the demonstrations' full texts (prompt + reference response) separated by a blank line,
-then the query's prompt (ending with ``"### Response:\\n"``). The answer is decoded greedily (argmax, with a KV cache)
-for at most ``max_new_tokens`` tokens, ending at EOS or where the model starts a new ``"\\n### "`` section (another
-record of the template); it is scored against the query's reference with the task metric. Context-aware weights at
-decoder layer ``layer`` (attention probabilities averaged over heads, eager attention)::
-
-    a_i = sum_{r in answer tokens} sum_{u in demo_i tokens} A[r, u] / (len_i * n_r),     w_i = a_i / sum_j a_j
+then the query's prompt; the answer is decoded greedily and scored against the query's reference with the task
+metric. The demonstrations get context-aware weights ``w_i`` from the attention of the answer at decoder layer
+``layer`` (:mod:`datacomp.lm.icl_attention`: the prompt, the decoding, the weights and how they are computed).
 
 Each demonstration accumulates ``w_i * metric(answer_q, reference_q)`` over the episode's queries and its count grows
 by ``n_queries``; the score is accumulated / count.
@@ -23,13 +20,6 @@ by ``n_queries``; the score is accumulated / count.
 together. A small model does not reliably answer several questions in one reply, so here each query is answered in
 its own prompt with the *identical* demonstration context; the ``n_queries`` prompts of an episode are decoded as one
 batch, and each query gives its own weights ``w_i`` (from the attention of its own answer).
-
-How it runs (same numbers as one forward pass over each full prompt, up to float rounding; tested): the context
-(BOS, demonstrations, separators) of a group of episodes goes through the model once, left-padded, and its KV cache
-is repeated for the episodes' queries; the queries, left-padded, continue it (the padding sits between context and
-query and is masked; positions count real tokens only) and are decoded greedily. The cache is then cut back to the
-context and ``query + answer`` is run again up to the attention of ``layer``, where a hook reads the weights of the
-answer tokens and stops the pass. The context is therefore computed once per episode, not once per query.
 
 Other choices, recorded in :attr:`WhispererResult.config`:
 
@@ -54,22 +44,15 @@ is a demonstration in exactly one episode, so the sum adds zeros to one rank's v
 vector of one process, bit for bit. Generated tokens and FLOPs are summed over ranks; the ``lm-icl-scoring`` phase is
 every rank's own, summed (its ``extra`` totals come from rank 0). Without a process group nothing changes.
 
-:func:`cached_whisper_scores` keeps the result on disk (``$DATACOMP_CACHE/lm/whisperer`` or a given folder), keyed by
-the model and tokenizer digests, a SHA-256 over the full prompts and responses, the task and metric, and every
-:class:`WhispererConfig` field (layer and bf16 resolved; ``batch_size`` too: it changes scores only by float rounding,
-but rounding can flip a greedy token). Entries are ``.npz`` (read with ``allow_pickle=False``) written atomically by
-rank 0; a hit replays the ledger of the original scoring, so the run still reports what the scores cost; a corrupt or
-mismatched entry is recomputed.
+:mod:`datacomp.lm.whisperer_cache` keeps the scores on disk
+(:func:`~datacomp.lm.whisperer_cache.cached_whisper_scores`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
-import json
 import math
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,22 +63,16 @@ import torch
 
 from datacomp.cost import CostLedger
 from datacomp.errors import ConfigError, DataError
-from datacomp.io import atomic_write, cache_dir, sha256_bytes
 
-from .activations import texts_digest
 from .forward import decoder_layers, layer_index, precision, uses_bf16
+from .icl_attention import STOP_MARKER, Episode, _Context, _eos_ids
 from .models import LanguageModel
-from .shard import all_gather_concat, all_gather_json, any_rank, join_torchrun, ranks, shard_range
-from .tasks import Task
+from .shard import all_gather_concat, all_gather_json, join_torchrun, ranks, shard_range
 
-__all__ = ["WhispererConfig", "WhispererResult", "EpisodePlan", "Episode", "whisper_scores", "plan_episodes",
-           "episode_weights", "default_layer", "check_pool", "cached_whisper_scores", "whisperer_cache_key",
-           "RELEASED_LAYER", "STOP_MARKER", "SEPARATOR"]
-
-_CACHE_VERSION = 1
+__all__ = ["WhispererConfig", "WhispererResult", "EpisodePlan", "whisper_scores", "plan_episodes", "default_layer",
+           "check_pool", "RELEASED_LAYER", "SEPARATOR"]
 
 RELEASED_LAYER = 11  # the released code's layer for models it has no specific setting for
-STOP_MARKER = "\n### "  # a new template section: the model has started another record
 SEPARATOR = "\n\n"
 
 
@@ -165,8 +142,9 @@ class WhispererResult:
         generated_tokens: tokens generated (each answer up to its EOS; tokens past the stop marker included).
         metric_mean: mean task metric over all answered queries.
         config: the settings used (resolved layer, model layer count, truncation counts, the rules above).
-        from_cache: read from the cache (:func:`cached_whisper_scores`); ``seconds`` is then the original scoring's.
-        key: the cache key (:func:`whisperer_cache_key`), or None.
+        from_cache: read from the cache (:func:`~datacomp.lm.whisperer_cache.cached_whisper_scores`); ``seconds`` is
+            then the original scoring's.
+        key: the cache key (:func:`~datacomp.lm.whisperer_cache.whisperer_cache_key`), or None.
         cache_path: the cache entry, or None.
     """
 
@@ -229,208 +207,9 @@ def plan_episodes(n: int, config: WhispererConfig) -> EpisodePlan:
     return EpisodePlan(demos, np.stack(queries).astype(np.int64), np.asarray(fold_of, dtype=np.int64))
 
 
-# ----------------------------------------------------------------------------------------------------- episodes
-@dataclass(frozen=True)
-class Episode:
-    """The tokens of one episode: ``prefix`` (BOS, if the tokenizer adds one), each demonstration, the separator
-    between demonstrations and each query prompt."""
-
-    prefix: list[int]
-    demos: list[list[int]]
-    sep: list[int]
-    queries: list[list[int]]
-
-    def context(self) -> tuple[list[int], list[tuple[int, int]]]:
-        """``prefix + demo_1 + sep + ... + demo_k + sep`` and the ``[start, end)`` span of each demonstration."""
-        ids, spans = list(self.prefix), []
-        for demo in self.demos:
-            spans.append((len(ids), len(ids) + len(demo)))
-            ids.extend(demo)
-            ids.extend(self.sep)
-        return ids, spans
-
-
-class _Stop(Exception):
-    """Raised by the hook on the chosen attention module to end the forward pass there."""
-
-
-def _decoder(model: Any) -> Any:
-    get = getattr(model, "get_decoder", None)
-    base = get() if callable(get) else None
-    return base if base is not None else model.model
-
-
-def _cache_keyword(decoder: Any) -> str:
-    """The decoder's keyword for a KV cache: ``cache`` (transformers >= 5.x), else ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-
-
-def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """``(ids, mask, offsets)`` of the rows padded on ``side``; ``offsets[b]`` = position of row b's first token."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    offsets = np.array([width - len(r) if side == "left" else 0 for r in rows], dtype=np.int64)
-    for b, row in enumerate(rows):
-        ids[b, offsets[b]:offsets[b] + len(row)] = torch.as_tensor(list(row), dtype=torch.long)
-        mask[b, offsets[b]:offsets[b] + len(row)] = 1
-    return ids, mask, offsets
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position of every token counted over the real tokens before it (padding anywhere in the row is skipped)."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-class _Context:
-    """The shared demonstration context of a group of episodes: one forward pass (left padding), its KV cache
-    repeated for the episodes' queries (rows grouped by episode), and the demonstration label of every position."""
-
-    def __init__(self, model: Any, episodes: Sequence[Episode], pad_id: int) -> None:
-        counts = {len(e.queries) for e in episodes}
-        if len(counts) != 1 or 0 in counts:
-            raise ConfigError("every episode of a batch needs the same positive number of queries")
-        self.model, self.pad_id, self.n_queries = model, int(pad_id), counts.pop()
-        device = next(model.parameters()).device
-        contexts = [e.context() for e in episodes]
-        ids, mask, offsets = _pad([c[0] for c in contexts], pad_id, "left")
-        self.decoder = _decoder(model)
-        self.cache_keyword = _cache_keyword(self.decoder)
-        out = self.decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           position_ids=_positions(mask).to(device), use_cache=True)
-        self.cache = out["cache"] if "cache" in out else out["past_key_values"]
-        self.cache.batch_repeat_interleave(self.n_queries)
-        self.mask = mask.repeat_interleave(self.n_queries, dim=0).to(device)
-        self.queries = [list(q) for e in episodes for q in e.queries]
-        self.width = ids.shape[1]
-        self.tokens = int(ids.numel())  # processed by the context pass
-        n_demos = max(len(e.demos) for e in episodes)
-        self.demo_of = np.full((len(episodes), self.width), n_demos, dtype=np.int64)  # n_demos: no demonstration
-        self.lengths = np.ones((len(episodes), n_demos + 1), dtype=np.float64)
-        self.present = np.zeros((len(episodes), n_demos), dtype=bool)
-        for e, (_, spans) in enumerate(contexts):  # index bookkeeping of a few episodes
-            for i, (start, end) in enumerate(spans):
-                self.demo_of[e, offsets[e] + start:offsets[e] + end] = i
-                self.lengths[e, i] = max(end - start, 1)
-                self.present[e, i] = end > start
-        rows = np.repeat(np.arange(len(episodes)), self.n_queries)
-        self.demo_of, self.lengths, self.present = self.demo_of[rows], self.lengths[rows], self.present[rows]
-
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, **kwargs: Any) -> Any:
-        """The decoder on ``ids`` after what the cache holds (extends the cache)."""
-        return self.decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                            **{self.cache_keyword: self.cache}, **kwargs)
-
-    def _suffix(self, suffixes: Sequence[Sequence[int]], side: str) -> tuple[torch.Tensor, torch.Tensor,
-                                                                              torch.Tensor, np.ndarray]:
-        ids, smask, offsets = _pad(suffixes, self.pad_id, side)
-        mask = torch.cat([self.mask, smask.to(self.mask.device)], dim=1)
-        return ids.to(self.mask.device), mask, _positions(mask)[:, self.width:], offsets
-
-    def reset(self) -> None:
-        """Drop what a pass appended to the cache: it holds the context only again."""
-        extra = self.cache.get_seq_length() - self.width
-        if extra > 0:
-            self.cache.crop(-extra)
-
-    def generate(self, lm: LanguageModel, max_new_tokens: int) -> tuple[torch.Tensor, int]:
-        """Greedy continuation of ``context + query`` for every row (queries left-padded after the context):
-        ``([rows, steps] token ids (pad after a row's end), suffix tokens processed)``. A row ends at EOS or once
-        its text contains :data:`STOP_MARKER`."""
-        head, tok = self.model.get_output_embeddings(), lm.tokenizer
-        eos = torch.tensor(_eos_ids(lm), dtype=torch.long, device=self.mask.device)
-        ids, mask, pos, _ = self._suffix(self.queries, "left")
-        hidden = self._forward(ids, mask, pos).last_hidden_state[:, -1]
-        processed = int(ids.numel())
-        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        steps: list[torch.Tensor] = []
-        for step in range(max_new_tokens):  # greedy decoding, one token per step
-            nxt = torch.where(done, torch.full_like(done, self.pad_id, dtype=torch.long), head(hidden).argmax(-1))
-            steps.append(nxt)
-            done |= torch.isin(nxt, eos)
-            live = (~done).nonzero().flatten().tolist()
-            if live:
-                tails = tok.batch_decode(torch.stack(steps, 1)[live, -8:].tolist(), skip_special_tokens=True)
-                done[[r for r, t in zip(live, tails) if STOP_MARKER in t]] = True
-            if bool(done.all()) or step + 1 == max_new_tokens:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            pos = pos[:, -1:] + 1
-            hidden = self._forward(nxt[:, None], mask, pos).last_hidden_state[:, -1]
-            processed += int(nxt.numel())
-        return torch.stack(steps, 1).cpu(), processed
-
-    def weights(self, answers: Sequence[Sequence[int]], layer: int, padding_side: str = "right"
-                ) -> tuple[np.ndarray, np.ndarray, int]:
-        """``(a, w, suffix tokens processed)`` of every row from the attention of its answer tokens at ``layer``
-        (``query + answer`` after the cached context; module docstring). ``a``, ``w``: [rows, D], 0 where a row's
-        episode has fewer than D demonstrations; a row without answer tokens gets ``a = 0`` and uniform ``w``."""
-        if padding_side not in ("left", "right"):
-            raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        self.reset()
-        suffixes = [list(q) + list(a) for q, a in zip(self.queries, answers)]
-        ids, mask, pos, offsets = self._suffix(suffixes, padding_side)
-        answer = np.zeros(ids.shape, dtype=bool)
-        for r, (q, a) in enumerate(zip(self.queries, answers)):
-            answer[r, offsets[r] + len(q):offsets[r] + len(q) + len(a)] = True
-        block = decoder_layers(self.model)[layer]
-        attn_module = getattr(block, "self_attn", None) or getattr(block, "attn", None)
-        captured: list[Any] = []
-
-        def hook(_mod: Any, _args: Any, output: Any) -> None:
-            captured.append(output[1] if isinstance(output, tuple) and len(output) > 1 else None)
-            raise _Stop
-
-        handle = attn_module.register_forward_hook(hook)
-        try:
-            self._forward(ids, mask, pos, output_attentions=True)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        if not captured or captured[0] is None:
-            raise ConfigError("data-whisperer reads attention weights: load the model with "
-                              "load_lm(..., attn_implementation='eager')")
-        attn = captured[0].double().mean(dim=1)[:, :, :self.width].cpu()  # [rows, suffix, context keys]
-        from_answer = (attn * torch.from_numpy(answer)[:, :, None]).sum(dim=1)  # attention mass on each key
-        n_demos = self.present.shape[1]
-        mass = torch.zeros((len(answers), n_demos + 1), dtype=torch.float64)
-        mass.scatter_add_(1, torch.from_numpy(self.demo_of), from_answer)
-        n_answer = answer.sum(axis=1).astype(np.float64)
-        a = (mass.numpy() / self.lengths)[:, :n_demos] / np.maximum(n_answer, 1.0)[:, None]
-        a = np.where(self.present, a, 0.0)
-        total = a.sum(axis=1, keepdims=True)
-        uniform = self.present / np.maximum(self.present.sum(axis=1, keepdims=True), 1)
-        w = np.where(total > 0, a / np.where(total > 0, total, 1.0), uniform)
-        return a, w, int(ids.numel())
-
-
-def episode_weights(model: Any, episodes: Sequence[Episode], answers: Sequence[Sequence[int]], layer: int,
-                    pad_id: int = 0, bf16: bool | None = False, padding_side: str = "right"
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Attention mass ``a`` and weights ``w`` ([rows, D]; rows = the episodes' queries in order, D = most
-    demonstrations of an episode) of the demonstrations, from the attention of each query's ``answers`` tokens at
-    decoder ``layer`` (module docstring). The model must use eager attention; padding does not change the result."""
-    if getattr(model.config, "_attn_implementation", None) != "eager":
-        raise ConfigError("data-whisperer reads attention weights: load the model with "
-                          "load_lm(..., attn_implementation='eager')")
-    layer = layer_index(model, layer, option="layer (--set layer=)")
-    device = next(model.parameters()).device
-    with precision(model, device, bf16):
-        a, w, _ = _Context(model, episodes, pad_id).weights(answers, layer, padding_side)
-    return a, w
-
-
-def _eos_ids(lm: LanguageModel) -> list[int]:
-    """End-of-sequence ids of the model's generation config and of its tokenizer."""
-    config = getattr(lm.model, "generation_config", None)
-    eos = getattr(config, "eos_token_id", None)
-    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos, lm.tokenizer.eos_token_id]
-    return sorted({int(e) for e in eos if e is not None})
-
-
 def _answers(lm: LanguageModel, new: torch.Tensor) -> tuple[list[str], list[list[int]], int]:
-    """Answer texts (cut at EOS and at :data:`STOP_MARKER`), their token ids and the tokens generated."""
+    """Answer texts (cut at EOS and at :data:`~datacomp.lm.icl_attention.STOP_MARKER`), their token ids and the tokens
+    generated."""
     stop = torch.isin(new, torch.tensor(sorted(set(_eos_ids(lm)) | {int(lm.tokenizer.pad_token_id)})))
     ends = torch.where(stop.any(dim=1), stop.int().argmax(dim=1), torch.full_like(new[:, 0], new.shape[1]))
     texts = lm.tokenizer.batch_decode([row[:k].tolist() for row, k in zip(new, ends.tolist())],
@@ -572,92 +351,3 @@ def whisper_scores(lm: LanguageModel, prompts: Sequence[str], responses: Sequenc
               "query_source": f"the other folds of a seeded {config.folds}-fold split"}
     return WhispererResult(np.divide(acc, np.maximum(counts, 1)), counts, len(plan), seconds, generated,
                            metric_mean, record)
-
-
-# -------------------------------------------------------------------------------------------------------- cache
-def _key_config(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str], task: Task,
-                config: WhispererConfig) -> dict:
-    """Everything that determines the scores (module docstring)."""
-    config.check()
-    if len(prompts) != len(responses):
-        raise DataError(f"{len(prompts)} prompts for {len(responses)} responses")
-    num_layers = len(decoder_layers(lm.model))
-    layer = layer_index(lm.model, default_layer(num_layers) if config.layer is None else config.layer,
-                        option="layer (--set layer=)")
-    settings = {**asdict(config), "layer": layer, "bf16": uses_bf16(lm.model, lm.device, config.bf16)}
-    return {"kind": "whisperer", "version": _CACHE_VERSION, "model_sha256": lm.digest,
-            "tokenizer_sha256": lm.info.get("tokenizer_sha256"), "task": task.name, "metric": task.metric,
-            "texts_sha256": texts_digest([*prompts, *responses]), "n_texts": len(prompts), "settings": settings,
-            "separator": SEPARATOR, "stop_marker": STOP_MARKER}
-
-
-def whisperer_cache_key(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str], task: Task,
-                        config: WhispererConfig = WhispererConfig()) -> str:
-    """The cache key (SHA-256, 32 hex digits) of a scoring: model, tokenizer, full texts, task, metric, settings."""
-    blob = json.dumps(_key_config(lm, prompts, responses, task, config), sort_keys=True, separators=(",", ":"))
-    return sha256_bytes(blob.encode())[:32]
-
-
-def _cache_path(key: str, cache: bool | str | Path) -> Path | None:
-    if cache is False:
-        return None
-    root = cache_dir("lm") / "whisperer" if cache is True else Path(cache).expanduser()
-    return root / f"whisperer-{key}.npz"
-
-
-def _load(path: Path | None, key: str, n: int) -> tuple[dict[str, np.ndarray], dict, CostLedger] | None:
-    """The arrays, metadata and ledger of the entry at ``path`` if it is whole and holds ``key``, else None."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        meta = json.loads(str(arrays.pop("__meta__")))
-        cost = CostLedger.from_dict(meta["cost"])
-        if str(arrays.pop("__key__")) != key or any(arrays[k].shape != (n,) for k in ("scores", "counts")):
-            return None
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
-        return None  # corrupt entries are recomputed and overwritten, never trusted
-    return arrays, meta, cost
-
-
-def cached_whisper_scores(lm: LanguageModel, prompts: Sequence[str], responses: Sequence[str], task: Task,
-                          config: WhispererConfig = WhispererConfig(), *, cache: bool | str | Path = True,
-                          ledger: Any = None, progress: bool = True) -> WhispererResult:
-    """:func:`whisper_scores` with ``task.score``, kept on disk (module docstring).
-
-    Args:
-        task: a :class:`datacomp.lm.tasks.Task` (its name and metric enter the key).
-        cache: True (``$DATACOMP_CACHE/lm/whisperer``), False (neither read nor write) or a folder.
-        ledger: receives the ``lm-icl-scoring`` phase: the one just measured, or on a hit the original one (its
-            seconds and FLOPs), so a reused score still reports what it cost.
-
-    Returns:
-        The :class:`WhispererResult`; ``from_cache``, ``key`` and ``cache_path`` say where it came from.
-    """
-    key = whisperer_cache_key(lm, prompts, responses, task, config)
-    path = _cache_path(key, cache)
-    join_torchrun(lm.device)  # before the first collective (any_rank): every rank joins the group here
-    entry = _load(path, key, len(prompts))
-    if not any_rank(entry is None):  # under a process group: a hit only where every rank has the entry
-        arrays, meta, cost = entry
-        if ledger is not None:
-            ledger.merge(cost)
-        return WhispererResult(arrays["scores"], arrays["counts"], int(meta["episodes"]), float(meta["seconds"]),
-                               int(meta["generated_tokens"]), float(meta["metric_mean"]), dict(meta["config"]),
-                               from_cache=True, key=key, cache_path=path)
-    own = CostLedger()
-    result = whisper_scores(lm, prompts, responses, task.score, config, ledger=own, progress=progress)
-    if ledger is not None:
-        ledger.merge(own)
-    if path is not None and ranks().is_main:
-        meta = {"episodes": result.episodes, "seconds": result.seconds, "generated_tokens": result.generated_tokens,
-                "metric_mean": result.metric_mean, "config": result.config, "cost": own.to_dict(),
-                "key_config": _key_config(lm, prompts, responses, task, config),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        atomic_write(path, lambda fh: np.savez(fh, __key__=np.array(key), __meta__=np.array(json.dumps(meta)),
-                                               scores=result.scores, counts=result.counts))
-    if path is not None:
-        any_rank(False)  # a barrier: the entry is in place before any rank looks it up again
-    result.key, result.cache_path = key, path
-    return result

@@ -8,10 +8,11 @@ texts are split into prompt and reference response at their last ``"### Response
 max_length=``), ``--lm-batch-size`` (prompts per generation call) and ``--seed``. The run record gets
 ``extra["whisperer"]``: the settings, episodes, generated tokens, seconds and the model.
 
-The scores are cached (:func:`datacomp.lm.whisperer.cached_whisper_scores`) under ``$DATACOMP_CACHE/lm/whisperer``,
-or ``FOLDER/lm`` for ``cache=FOLDER`` (``cache=False``: neither read nor written), so another budget or another
-selection rule on the same pool reuses them: the block then says ``from_cache: true`` and the run's cost keeps the
-original ``lm-icl-scoring`` phase (its seconds and FLOPs), since the scores cost that to make.
+The scores are cached (:func:`datacomp.lm.whisperer_cache.cached_whisper_scores`) under
+``$DATACOMP_CACHE/lm/whisperer``, or ``FOLDER/lm`` for ``cache=FOLDER`` (``cache=False``: neither read nor written), so
+another budget or another selection rule on the same pool reuses them: the block then says ``from_cache: true`` and
+the run's cost keeps the original ``lm-icl-scoring`` phase (its seconds and FLOPs), since the scores cost that to
+make.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 from datacomp.errors import ConfigError
 from datacomp.lm import load_lm, parse_lm_embedder, resolve_lm
 from datacomp.lm.tasks import get_task, split_prompt_response
-from datacomp.lm.whisperer import WhispererConfig, cached_whisper_scores, check_pool
+from datacomp.lm.whisperer import WhispererConfig, check_pool
+from datacomp.lm.whisperer_cache import cached_whisper_scores
 
 from .cache import Cache, cache_args
 from .job import Job
@@ -62,7 +64,8 @@ def check_icl_job(job: Job) -> None:
 
 
 def whisperer_cache(cache: Cache) -> bool | Path:
-    """The ``cache`` argument of :func:`~datacomp.lm.whisperer.cached_whisper_scores` for a run's cache setting."""
+    """The ``cache`` argument of :func:`~datacomp.lm.whisperer_cache.cached_whisper_scores` for a run's cache
+    setting."""
     enabled, folder = cache_args(cache)
     return Path(folder) / "lm" if enabled and folder is not None else enabled
 
