@@ -41,7 +41,8 @@ import numpy as np
 from datacomp.cost import CostLedger
 from datacomp.io import atomic_write, write_json
 from datacomp.lm import load_lm
-from datacomp.lm.finetune import EvalConfig, FinetuneConfig, LMEval, encode_examples, evaluate_lm, finetune
+from datacomp.lm.finetune import FinetuneConfig, encode_examples, finetune
+from datacomp.lm.heldout_eval import EvalConfig, LMEval, evaluate_lm
 from datacomp.lm.tasks import get_task, split_prompt_response
 from datacomp.selectors import SAEOptions, SelectOptions, TextOptions, select_dataset
 from datacomp.selectors.text import load_text_dataset, render_records

@@ -55,7 +55,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from datacomp.cost.measure import hardware_name
 from datacomp.lm import load_lm
 from datacomp.lm.activations import ActivationConfig, length_batches, record_activations
-from datacomp.lm.finetune import EvalConfig, FinetuneConfig, _batches, encode_examples, finetune
+from datacomp.lm.finetune import FinetuneConfig, _batches, encode_examples, finetune
+from datacomp.lm.heldout_eval import EvalConfig
 from datacomp.lm.tasks import get_task, split_prompt_response
 from datacomp.runtime import native_bf16
 from datacomp.selectors.text import load_text_dataset

@@ -1,4 +1,5 @@
-"""Fine-tuning evaluation (datacomp.lm.finetune, ``datacomp finetune``) on the tiny Llama, and the task metrics."""
+"""Fine-tuning evaluation (datacomp.lm.finetune, datacomp.lm.heldout_eval, ``datacomp finetune``) on the tiny Llama,
+and the task metrics."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ pytest.importorskip("peft", reason='needs the [llm] extra: pip install -e ".[llm
 from datacomp import lm as dlm  # noqa: E402
 from datacomp.cli import main  # noqa: E402
 from datacomp.lm import finetune as ft  # noqa: E402
+from datacomp.lm import heldout_eval as ev  # noqa: E402
 from datacomp.lm.tasks import final_number, final_number_match, get_task, rouge_l, split_prompt_response  # noqa
 from datacomp.record import RunRecord  # noqa: E402
 
@@ -31,7 +33,7 @@ RECORDS = [
 ]
 TASK = get_task("alpaca")
 FAST = ft.FinetuneConfig(steps=12, batch_size=4, lr=5e-3, bf16=False)
-EVAL = ft.EvalConfig(batch_size=4, generate=2, max_new_tokens=4, bf16=False)
+EVAL = ev.EvalConfig(batch_size=4, generate=2, max_new_tokens=4, bf16=False)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,7 @@ def test_encode_examples_marks_the_response(tiny, pairs):
 
 def test_response_nll_counts_response_tokens_only(tiny, pairs):
     ex = ft.encode_examples(tiny.tokenizer, *pairs, max_length=64)
-    mean, sums = ft.response_nll(tiny.model, ex, batch_size=3, bf16=False, pad_id=tiny.tokenizer.pad_token_id)
+    mean, sums = ev.response_nll(tiny.model, ex, batch_size=3, bf16=False, pad_id=tiny.tokenizer.pad_token_id)
     # hand computation: one unpadded forward per example, cross-entropy of the response tokens
     hand = []
     for ids, start in zip(ex.ids, ex.starts):
@@ -148,7 +150,7 @@ def test_bad_finetune_config(kwargs, match):
 
 def test_bad_eval_config():
     with pytest.raises(ConfigError, match="--generate must be an integer >= 0"):
-        ft.EvalConfig(generate=-1).check()
+        ev.EvalConfig(generate=-1).check()
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from datacomp.lm.finetune import DEFAULT_LR, FT_METHODS, EvalConfig, FinetuneConfig
+from datacomp.lm.finetune import DEFAULT_LR, FT_METHODS, FinetuneConfig
+from datacomp.lm.heldout_eval import EvalConfig
 from datacomp.lm.finetune_run import DEFAULT_LM, FinetuneOptions, finetune_subset
 from datacomp.lm.tasks import TASKS
 

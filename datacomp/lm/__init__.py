@@ -9,9 +9,9 @@ weights). Importing this package does not import transformers; :func:`load_lm` d
 * :func:`lm_embeddings` / :func:`parse_lm_embedder`: ``--embedder lm:NAME`` for geometric selectors;
 * :func:`hidden_at_layer`, :func:`layer_attention`: forwards that stop at one layer;
 * :data:`TASKS` / :func:`get_task`: fine-tuning tasks (alpaca, gsm8k, dialogsum: fields, template, metric);
-* :mod:`datacomp.lm.finetune` (:func:`~datacomp.lm.finetune.finetune`, :class:`FinetuneConfig`, :func:`evaluate_lm`):
-  LoRA or full fine-tuning on a subset, held-out response NLL and the task metric; :func:`finetune_subset` writes
-  the ``datacomp finetune`` run folder;
+* :mod:`datacomp.lm.finetune` (:func:`~datacomp.lm.finetune.finetune`, :class:`FinetuneConfig`): LoRA or full
+  fine-tuning on a subset; :mod:`datacomp.lm.heldout_eval` (:func:`evaluate_lm`, :class:`EvalConfig`): held-out
+  response NLL and the task metric; :func:`finetune_subset` writes the ``datacomp finetune`` run folder;
 * :func:`whisper_scores` / :class:`WhispererConfig`: Data Whisperer's in-context-learning scores of records
   (:mod:`~datacomp.lm.icl_attention`: the episodes' prompts and attention weights; :func:`cached_whisper_scores`
   in :mod:`~datacomp.lm.whisperer_cache`: kept on disk);
@@ -29,8 +29,9 @@ from .forward import (content_mask, decoder_layers, encode_texts, final_norm, hi
 from .models import INSTALL_HINT, LM_REGISTRY, LanguageModel, load_lm, model_digest, resolve_lm
 from .shard import (Ranks, all_gather_concat, all_gather_json, any_rank, gather_in_order, join_torchrun, local_range,
                     ranks, shard_range)
-from .finetune import EvalConfig, FinetuneConfig, FinetuneResult, LMEval, evaluate_lm
+from .finetune import FinetuneConfig, FinetuneResult
 from .finetune_run import FinetuneOptions, FinetuneRun, finetune_subset
+from .heldout_eval import EvalConfig, LMEval, evaluate_lm
 from .tasks import TASKS, Task, get_task
 from .whisperer import WhispererConfig, WhispererResult, whisper_scores
 from .whisperer_cache import cached_whisper_scores

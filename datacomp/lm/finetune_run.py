@@ -20,7 +20,8 @@ from datacomp.errors import ConfigError, MissingInputError
 from datacomp.io import RunDir, read_json, sha256_file
 from datacomp.record import RunRecord
 
-from .finetune import EvalConfig, FinetuneConfig, FinetuneResult, finetune
+from .finetune import FinetuneConfig, FinetuneResult, finetune
+from .heldout_eval import EvalConfig
 from .models import load_lm
 from .tasks import Task, get_task, split_prompt_response
 
