@@ -12,8 +12,8 @@ with the subset) with fine-tune seeds ``--seeds``, and scored on the held-out sp
   SAE, ``data-whisperer`` (ICL attention), and ``whole-pool`` (one seed; the ceiling and the cost reference);
 * deterministic methods select once per budget and are fine-tuned with every seed, so each seed pairs a method's
   fine-tune with random's of the same seed: paired differences with t-tests (``seed_study.paired``);
-* cost: selection seconds of each method's first budget with a cold cache (its own cache folder), the whole-pool
-  fine-tune seconds, STR = selection / whole-pool fine-tune, and R = (C_full - C_sub) / C_sel, marginal (one-off
+* cost: selection seconds of each method's run with a cold cache (its own cache folder; the slowest of its
+  budgets), the whole-pool fine-tune seconds, STR = selection / whole-pool fine-tune, and R = (C_full - C_sub) / C_sel, marginal (one-off
   phases such as SAE training excluded) and fully loaded;
 * data-whisperer ranks the pool once (at the largest budget); a smaller budget takes the top of that ranking, which
   is what selecting with that budget returns.
@@ -158,10 +158,13 @@ def _cell(args, lm, task, held, base, method: str, budget: int, seed: int) -> di
 
 
 def _cold_selection(args, method: str, cell: dict) -> dict:
-    """The selection whose cost a method is charged: its smallest budget, run first with an empty cache."""
+    """The selection whose cost a method is charged: the slowest of its selection runs over the budgets, i.e. the
+    one that ran with the method's empty cache (the others read what it cached; which budget ran first depends on
+    the order the cells were computed in, e.g. after a budget was added to a resumed run)."""
     seed = cell["seed"] if method == "random" else 0
-    path = Path(args.out) / "cells" / args.task / "select" / f"{method}_b{min(args.budgets)}_s{seed}.json"
-    return json.loads(path.read_text()) if path.is_file() else cell["selection"]
+    folder = Path(args.out) / "cells" / args.task / "select"
+    found = [json.loads(p.read_text()) for b in args.budgets if (p := folder / f"{method}_b{b}_s{seed}.json").is_file()]
+    return max(found, key=lambda sel: sel["wall_seconds"]) if found else cell["selection"]
 
 
 def _summary(args, base: LMEval, cells: list[dict]) -> dict:
