@@ -207,7 +207,8 @@ def _summary(args, base: LMEval, cells: list[dict]) -> dict:
             "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length,
             "generate": args.generate, "base": base.to_dict(), "whole_pool": whole[0] if whole else None,
             "rows": rows, "paired_vs_random": comparisons, "date": time.strftime("%Y-%m-%d"),
-            "command": "python benchmarks/finetune_selection.py " + " ".join(sys.argv[1:])}
+            "command": "python benchmarks/finetune_selection.py "  # the run's command, not the rebuild's
+                       + " ".join(a for a in sys.argv[1:] if a not in ("--finished-only", "--quiet"))}
 
 
 def _markdown(doc: dict) -> str:
