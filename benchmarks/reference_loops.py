@@ -255,7 +255,7 @@ class ReleasedNCFM:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-            total += float(loss)
+            total += float(loss.detach())
         if self.calibration:
             for k in range(n_cls):
                 syn = _decode(self.images[k * self.ipc:(k + 1) * self.ipc], self.factor, self.size)
