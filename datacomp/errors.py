@@ -7,9 +7,11 @@ with status 2 (no traceback). The subclasses also derive from the built-in excep
 
 from __future__ import annotations
 
+import sys
+
 __all__ = [
     "DatacompError", "ConfigError", "DataError", "FormatError", "MissingInputError", "RunDirError", "DeviceError",
-    "RunAborted", "TrainingDiverged",
+    "RunAborted", "TrainingDiverged", "is_int", "check_int_at_least",
 ]
 
 
@@ -50,3 +52,18 @@ class RunAborted(DatacompError):
 
 class TrainingDiverged(DatacompError, FloatingPointError):
     """A training loop's loss became NaN or infinite (the message names the learning rate to lower)."""
+
+
+def is_int(value: object) -> bool:
+    """True for a Python or numpy integer; False for bool, numpy bool, floats and anything else."""
+    if isinstance(value, int):
+        return not isinstance(value, bool)
+    numpy = sys.modules.get("numpy")  # a numpy integer exists only once numpy is imported; this module stays light
+    return numpy is not None and isinstance(value, numpy.integer)
+
+
+def check_int_at_least(value: object, name: str, minimum: int, fix: str = "") -> None:
+    """Raise :class:`ConfigError` (``name``, ``minimum`` and the ``fix`` hint in the message) unless ``value`` is an
+    integer >= ``minimum``."""
+    if not is_int(value) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}{fix}, got {value!r}")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, is_int
 from .registry import Registry
 
 __all__ = ["MODELS", "create_model", "list_models", "register_model", "model_from_spec", "ClassifierBase"]
@@ -128,7 +128,7 @@ class ConvNet(ClassifierBase):
         if act not in _ACTIVATIONS or pool not in ("avg", "max", "none"):
             raise ConfigError(f"ConvNet act must be one of {', '.join(_ACTIVATIONS)} and pool one of avg, max, none; "
                               f"got act={act!r}, pool={pool!r}")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        if not is_int(width) or width < 1:
             raise ConfigError(f"ConvNet width must be an int >= 1, got {width!r}")
         h, w = image_size
         layers: list[nn.Module] = []

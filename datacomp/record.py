@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import FormatError
+from .errors import FormatError, is_int
 from .io import RUN_FILE, package_versions, read_json, write_json
 
 __all__ = ["RunRecord", "RUN_KINDS", "SCHEMA_VERSION"]
@@ -72,14 +72,14 @@ class RunRecord:
         """Raise :class:`~datacomp.errors.FormatError` naming the first invalid field."""
         if self.kind not in RUN_KINDS:
             raise FormatError(f"run record kind must be one of {', '.join(RUN_KINDS)}, got {self.kind!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+        if self.seed is not None and not is_int(self.seed):
             raise FormatError(f"run record seed must be an int, got {self.seed!r}")
         for name in ("config", "cost", "versions", "host", "extra"):
             if not isinstance(getattr(self, name), dict):
                 raise FormatError(f"run record {name} must be a JSON object, got {type(getattr(self, name)).__name__}")
         for name in ("num_items", "ipc", "full_train_size"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            if v is not None and (not is_int(v) or v < 0):
                 raise FormatError(f"run record {name} must be a non-negative int, got {v!r}")
         if self.fraction is not None and not (isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1):
             raise FormatError(f"run record fraction must lie in (0, 1], got {self.fraction!r}")
@@ -104,7 +104,7 @@ class RunRecord:
         if not isinstance(doc, dict):
             raise FormatError(f"a run record must be a JSON object, got {type(doc).__name__}")
         schema = doc.get("schema", 0)
-        if not isinstance(schema, int) or isinstance(schema, bool):
+        if not is_int(schema):
             raise FormatError(f"run record schema must be an int, got {schema!r}")
         if schema > SCHEMA_VERSION:
             raise FormatError(f"run record schema {schema} is newer than this datacomp reads ({SCHEMA_VERSION}); "

@@ -30,7 +30,7 @@ from .cost.ratios import (
     savings,
     selection_to_tuning_ratio,
 )
-from .errors import ConfigError, FormatError, MissingInputError
+from .errors import ConfigError, FormatError, MissingInputError, is_int
 from .io import RUN_FILE, atomic_write, read_json
 from .record import RUN_KINDS
 
@@ -91,7 +91,7 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
                 raise ValueError(f"{key} must be a non-empty string, got {run.get(key)!r}")
         for key, low in (("num_items", 0), ("full_train_size", 1)):
             value = run.get(key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if not is_int(value) or value < low:
                 raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
         if "cost" not in run:
             raise ValueError("cost (a CostLedger.to_dict()) is missing")

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import FormatError
+from .errors import FormatError, is_int
 from .io import atomic_write, json_default, package_versions, sha256_arrays
 from .synset_export import imagefolder, png_grid
 
@@ -308,7 +308,7 @@ class SyntheticSet:
 
 
 def _check_format_version(value: Any, where: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise SynsetFormatError(f"{where}metadata format_version must be an int >= 1, got {value!r}")
     if value > FORMAT_VERSION:
         raise SynsetFormatError(f"{where}format_version {value} is newer than this datacomp reads ({FORMAT_VERSION}); "
@@ -320,7 +320,7 @@ def _check_metadata(meta: dict, image_shape: tuple[int, int, int]) -> None:
     _check_format_version(meta["format_version"])
     c, h, w = image_shape
     factor = meta.get("factor", 1)
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or h % factor or w % factor:
+    if not is_int(factor) or factor < 1 or h % factor or w % factor:
         raise SynsetFormatError(f"metadata factor must be an int >= 1 that divides the image size {h}x{w}, "
                                 f"got {factor!r}")
     for key in ("mean", "std"):

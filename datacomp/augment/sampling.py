@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import is_int
+
 
 def _make_generator(generator: torch.Generator | int | None, argument: str = "generator") -> torch.Generator:
     """A private generator: the one given, one seeded with an int, or one seeded from OS entropy."""
@@ -20,19 +22,19 @@ def _make_generator(generator: torch.Generator | int | None, argument: str = "ge
         fresh = torch.Generator()
         fresh.seed()  # OS entropy; leaves the global RNG alone
         return fresh
-    if isinstance(generator, bool) or not isinstance(generator, int):
+    if not is_int(generator):
         raise TypeError(f"{argument} must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
     return _seeded_generator(generator, argument)
 
 
 def _seeded_generator(seed: int, argument: str = "seed") -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_int(seed):
         raise TypeError(f"{argument} must be an int or None, got {type(seed).__name__}")
     if seed < 0:
         hint = "; use seed=None for independent per-sample parameters" if argument == "seed" else ""
         raise ValueError(f"{argument} must be >= 0, got {seed}{hint}")
     generator = torch.Generator()
-    generator.manual_seed(seed)
+    generator.manual_seed(int(seed))
     return generator
 
 

@@ -18,7 +18,7 @@ from datacomp.compression.kd import KDConfig, KDSettings
 from datacomp.compression.multikd import check_teacher_weights
 from datacomp.compression.prune import IMPORTANCES, check_ratio
 from datacomp.compression.quantize import CALIBRATION_SOURCES
-from datacomp.errors import ConfigError
+from datacomp.errors import ConfigError, is_int
 
 __all__ = ["CompressConfig", "QUANTIZE_OPTIONS", "AUGMENT_OPTIONS", "LEGACY_AUGMENT"]
 
@@ -119,10 +119,11 @@ class CompressConfig(KDSettings, _StageChoice):
             raise ConfigError(f"unknown calibration source '{self.calibration}'; choose one of {CALIBRATION_SOURCES}")
         for name in ("calibration_size", "latency_batch", "latency_repeats"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+        if not is_int(self.seed):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        self.seed = int(self.seed)  # a numpy integer too: torch.Generator.manual_seed takes Python ints only
         if not self.stages:
             raise ConfigError("no stage selected: set prune, kd/finetune (with student or prune), born_again, "
                               "binarize and/or quantize")
@@ -165,7 +166,7 @@ class CompressConfig(KDSettings, _StageChoice):
         if self.teachers and self.hint_weight:
             raise ConfigError("hint_weight (a feature hint) needs a single teacher: drop teachers or hint_weight")
         if self.born_again is not None:
-            if isinstance(self.born_again, bool) or not isinstance(self.born_again, int) or self.born_again < 1:
+            if not is_int(self.born_again) or self.born_again < 1:
                 raise ConfigError(f"born_again must be an integer >= 1 (generations), got {self.born_again!r}")
             if self.prune is not None:
                 raise ConfigError("born_again trains fresh copies of the teacher's architecture (or of student), not "

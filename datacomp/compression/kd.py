@@ -23,7 +23,7 @@ from torch import nn
 from datacomp.compression.losses import FeatureHint, check_kd_weights, cross_entropy, kd_loss
 from datacomp.compression.multikd import TeacherEnsemble
 from datacomp.cost import CostLedger
-from datacomp.errors import ConfigError, DataError
+from datacomp.errors import ConfigError, DataError, is_int
 from datacomp.training import fit
 
 __all__ = ["KDSettings", "KDConfig", "train_student", "num_outputs", "teacher_outputs"]
@@ -65,7 +65,7 @@ class KDConfig(KDSettings):
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if not _finite(self.lr) or not self.lr > 0:
             raise ConfigError(f"lr must be > 0 (and finite), got {self.lr}")

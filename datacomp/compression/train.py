@@ -19,7 +19,7 @@ from datacomp.compression.modelio import model_digest, save_model
 from datacomp.compression.rundir import check_config, open_run, run_folder
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset, load_dataset
-from datacomp.errors import ConfigError
+from datacomp.errors import ConfigError, is_int
 from datacomp.evaluation import EvalResult, TrainingRun, get_protocol, train_classifier
 from datacomp.record import RunRecord
 
@@ -47,8 +47,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.model_kwargs, dict) or not isinstance(self.overrides, dict):
             raise ConfigError("model_kwargs and overrides must be dicts")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+        if not is_int(self.seed):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        self.seed = int(self.seed)  # a numpy integer too: torch.Generator.manual_seed takes Python ints only
         self.get_protocol()  # validates the protocol name and overrides
 
     def get_protocol(self) -> Any:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ..errors import is_int
 from ..io import json_default, read_json, write_json
 from .measure import hardware_name, resolve_device
 from .phase import PhaseHandle
@@ -68,7 +69,7 @@ class CostLedger:
         name = _check_name(name)
         if flops not in FLOPS_CHOICES:
             raise ValueError(f"flops must be one of {FLOPS_CHOICES}, got {flops!r}")
-        if isinstance(sample_steps, bool) or not isinstance(sample_steps, int) or sample_steps < 1:
+        if not is_int(sample_steps) or sample_steps < 1:
             raise ValueError(f"sample_steps must be an integer >= 1, got {sample_steps!r}")
         if not isinstance(energy, bool) or not isinstance(one_off, bool):
             raise TypeError("energy and one_off must be bools")
@@ -201,7 +202,7 @@ class CostLedger:
         if d.get("schema") != LEDGER_SCHEMA:
             raise ValueError(f"cost ledger: schema must be {LEDGER_SCHEMA!r}, got {d.get('schema')!r}")
         version = d.get("version")
-        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= LEDGER_VERSION:
+        if not is_int(version) or not 1 <= version <= LEDGER_VERSION:
             raise ValueError(f"cost ledger: unsupported version {version!r} (this datacomp reads 1..{LEDGER_VERSION})")
         metadata = d.get("metadata", {})
         if not isinstance(metadata, dict):

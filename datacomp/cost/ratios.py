@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from ..errors import is_int
 from .ledger import CostLedger
 
 __all__ = [
@@ -187,7 +188,7 @@ def phase_cost(ledger: CostLedger, name: str, unit: str) -> float | None:
 def phase_runs(ledger: CostLedger, name: str) -> int:
     """Training runs covered by phase ``name`` (``extra["runs"]``, default 1); raises ValueError if invalid."""
     runs = ledger[name].extra.get("runs", 1)
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+    if not is_int(runs) or runs < 1:
         raise ValueError(f"phase {name!r}: extra['runs'] must be a positive integer, got {runs!r}")
     return runs
 
@@ -211,8 +212,7 @@ def cost_report(ledger: CostLedger, *, full_train_size: int | None = None, proto
     """
     if not isinstance(ledger, CostLedger):
         raise TypeError(f"ledger must be a CostLedger, got {type(ledger).__name__}")
-    if full_train_size is not None and (isinstance(full_train_size, bool) or not isinstance(full_train_size, int)
-                                        or full_train_size < 1):
+    if full_train_size is not None and (not is_int(full_train_size) or full_train_size < 1):
         raise ValueError(f"full_train_size must be a positive integer, got {full_train_size!r}")
     if full_epochs is not None and (isinstance(full_epochs, bool) or not isinstance(full_epochs, (int, float))
                                     or not full_epochs > 0):

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import is_int
+
 __all__ = ["ADDITIVE_EXTRA_KEYS", "CostEntry", "CostTotals", "PhaseRecord", "add_optional", "check_number"]
 
 # extra[...] keys that add up when a phase is re-entered or ledgers are merged; other keys keep the latest value.
@@ -235,11 +237,11 @@ class PhaseRecord:
             kind = kind.rstrip("?")
             ok = {"num": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                   and value >= 0,
-                  "int": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                  "int": is_int(value) and value >= 0,
                   "bool": isinstance(value, bool), "str": isinstance(value, str), "dict": isinstance(value, dict),
                   "strs": isinstance(value, list) and all(isinstance(v, str) for v in value),
                   "entries": isinstance(value, dict) and all(
-                      k in _ENTRY_KINDS and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                      k in _ENTRY_KINDS and is_int(v) and v >= 0
                       for k, v in value.items())}[kind]
             if not ok:
                 expected = _KIND_TEXT[kind] + (" or null" if optional else "")

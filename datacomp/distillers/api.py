@@ -30,7 +30,7 @@ from datacomp.distillers.multiformation import check_factor
 from datacomp.distillers.outputs import (OUTPUT_FILES, EvalSpec, Produced, build_synset, evaluate_run, make_record,
                                          snapshot_path, write_outputs, write_snapshot)
 from datacomp.distillers.presets import config_dict, get_config
-from datacomp.errors import ConfigError, DatacompError, RunDirError
+from datacomp.errors import ConfigError, DatacompError, RunDirError, check_int_at_least, is_int
 from datacomp.evaluation import EvalResult, get_protocol
 from datacomp.io import RunDir
 from datacomp.models import create_model
@@ -112,14 +112,9 @@ def default_model(dataset: ImageDataset) -> str:
     return "convnet-3-in" if side <= 32 else "convnet-4-in" if side <= 64 else "convnet-5-in"
 
 
-def _positive_int(value: Any, name: str, minimum: int, fix: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}{fix}, got {value!r}")
-
-
 def _check_options(opts: DistillOptions) -> None:
-    _positive_int(opts.checkpoint_every, "checkpoint_every", 1, "")
-    _positive_int(opts.eval_runs, "eval_runs", 0, " (0 skips evaluation)")
+    check_int_at_least(opts.checkpoint_every, "checkpoint_every", 1)
+    check_int_at_least(opts.eval_runs, "eval_runs", 0, " (0 skips evaluation)")
     if opts.resume and opts.overwrite:
         raise ConfigError("resume and overwrite exclude each other: --resume continues the run in --out, "
                           "--overwrite deletes it")
@@ -129,16 +124,16 @@ def _check_options(opts: DistillOptions) -> None:
         raise ConfigError(f"snapshot_at must be a sequence of iterations such as (80, 300), got {opts.snapshot_at!r}")
     points = tuple(opts.snapshot_at)
     for n in points:
-        _positive_int(n, "every snapshot_at entry", 0, " (an iteration; 0 = the initialisation)")
+        check_int_at_least(n, "every snapshot_at entry", 0, " (an iteration; 0 = the initialisation)")
     opts.snapshot_at = tuple(sorted(set(points)))
 
 
 def _config_for(method: str, preset: str, ds: ImageDataset, ipc: int, overrides: dict[str, Any], model: str,
                 ctx: Context, snapshot_at: tuple[int, ...] = ()):
     """The method's config as it will run; every request check that needs no work."""
-    cfg = get_config(method, preset, dataset=ds.name, ipc=ipc if isinstance(ipc, int) else None, **overrides)
+    cfg = get_config(method, preset, dataset=ds.name, ipc=int(ipc) if is_int(ipc) else None, **overrides)
     cfg = cfg.for_run(ds.image_size, ctx.device)  # recorded as it runs: factor and cf_bf16 "auto" resolved
-    _positive_int(ipc, "ipc", 1, " (stored images per class)")
+    check_int_at_least(ipc, "ipc", 1, " (stored images per class)")
     smallest = int(ds.class_counts.min())
     if ipc > smallest:
         raise ConfigError(f"ipc={ipc} exceeds the smallest class of '{ds.name}' (class {int(ds.class_counts.argmin())}"

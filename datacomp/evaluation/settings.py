@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, is_int
 from ..runtime import resolve_device
 
 __all__ = ["EvalSettings", "check_runs"]
@@ -14,7 +14,7 @@ __all__ = ["EvalSettings", "check_runs"]
 
 def check_runs(runs: object) -> int:
     """``runs`` as a positive int, or a :class:`~datacomp.errors.ConfigError` naming it."""
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+    if not is_int(runs) or runs < 1:
         raise ConfigError(f"runs must be >= 1 (an int), got {runs!r}")
     return runs
 
@@ -36,7 +36,7 @@ class EvalSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"seed must be an int >= 0, got {self.seed!r}")
         object.__setattr__(self, "device", resolve_device(self.device, option="device"))
 

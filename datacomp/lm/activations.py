@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from datacomp.cost import CostLedger
-from datacomp.errors import ConfigError, DataError
+from datacomp.errors import ConfigError, DataError, is_int
 from datacomp.io import atomic_write, cache_dir, sha256_bytes
 
 from .forward import content_mask, encode_texts, hidden_at_layer, layer_index, pad_batch, uses_bf16
@@ -75,9 +75,9 @@ class ActivationConfig:
     drop_first: bool = False
 
     def check(self) -> None:
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not is_int(self.batch_size) or self.batch_size < 1:
             raise ConfigError(f"batch_size (--lm-batch-size) must be a positive integer, got {self.batch_size!r}")
-        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
+        if not is_int(self.max_length) or self.max_length < 1:
             raise ConfigError(f"max_length must be a positive number of tokens, got {self.max_length!r}")
         if self.bf16 not in (None, True, False):
             raise ConfigError(f"bf16 must be None (where native), True or False, got {self.bf16!r}")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datacomp.errors import ConfigError, DataError
+from datacomp.errors import ConfigError, DataError, is_int
 
 from .forward import uses_bf16
 from .heldout_eval import (EvalConfig, Examples, LMEval, _collate, _pad_id, _precision, _token_nll, evaluate_lm,
@@ -77,14 +77,13 @@ class FinetuneConfig:
             raise ConfigError(f"finetune method must be one of {FT_METHODS}, got {self.method!r}")
         if self.steps is None and self.epochs is None:
             raise ConfigError("give the fine-tune length: steps (--steps) or epochs (--epochs)")
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
-                                       or self.steps < 1):
+        if self.steps is not None and (not is_int(self.steps) or self.steps < 1):
             raise ConfigError(f"--steps must be a positive integer, got {self.steps!r}")
         if self.steps is None and not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
             raise ConfigError(f"--epochs must be a positive number, got {self.epochs!r}")
         for flag, value in (("--batch-size", self.batch_size), ("--max-length", self.max_length),
                             ("--lora-r", self.lora_r), ("--lora-alpha", self.lora_alpha)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ConfigError(f"--lr must be a number in (0, 1), got {self.lr!r}")
@@ -113,7 +112,7 @@ def encode_examples(tokenizer: Any, prompts: Sequence[str], responses: Sequence[
         raise ConfigError(f"{len(prompts)} prompts for {len(responses)} responses")
     if not len(prompts):
         raise DataError("no examples to encode")
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 4:
+    if not is_int(max_length) or max_length < 4:
         raise ConfigError(f"--max-length must be an integer >= 4, got {max_length!r}")
     p_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]

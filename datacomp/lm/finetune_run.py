@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from datacomp.cost import CostLedger
-from datacomp.errors import ConfigError, MissingInputError
+from datacomp.errors import ConfigError, MissingInputError, is_int
 from datacomp.io import RunDir, read_json, sha256_file
 from datacomp.record import RunRecord
 
@@ -55,8 +55,7 @@ class FinetuneOptions:
 
     def check(self) -> None:
         get_task(self.task)
-        if self.heldout_limit is not None and (isinstance(self.heldout_limit, bool)
-                                               or not isinstance(self.heldout_limit, int) or self.heldout_limit < 1):
+        if self.heldout_limit is not None and (not is_int(self.heldout_limit) or self.heldout_limit < 1):
             raise ConfigError(f"--heldout-limit must be a positive integer, got {self.heldout_limit!r}")
         if self.save and self.out is None:
             raise ConfigError("--save needs --out (the folder the model goes into)")

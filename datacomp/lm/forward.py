@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from datacomp.errors import ConfigError, DataError, FormatError
+from datacomp.errors import ConfigError, DataError, FormatError, is_int
 from datacomp.runtime import native_bf16
 
 __all__ = ["decoder_layers", "final_norm", "layer_index", "precision", "encode_texts", "pad_batch", "content_mask",
@@ -58,7 +58,7 @@ def final_norm(model: Any) -> torch.nn.Module | None:
 def layer_index(model: Any, layer: Any, option: str = "layer (--lm-layer)") -> int:
     """``layer`` as a non-negative index into the decoder layers; out of range raises :class:`ConfigError`."""
     n = len(decoder_layers(model))
-    if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
+    if not is_int(layer) or not -n <= layer < n:
         raise ConfigError(f"{option} must be an integer in {-n}..{n - 1} (the model has {n} decoder layers, "
                           f"0 = first, -1 = last), got {layer!r}")
     return layer % n
@@ -81,7 +81,7 @@ def precision(model: Any, device: torch.device, bf16: bool | None = None) -> Ite
 
 def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Token ids of each text (the tokenizer's special tokens added, e.g. BOS), truncated to ``max_length``."""
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+    if not is_int(max_length) or max_length < 1:
         raise ConfigError(f"max_length must be a positive number of tokens, got {max_length!r}")
     out = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length)
     return [list(ids) for ids in out["input_ids"]]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datacomp.errors import ConfigError
+from datacomp.errors import ConfigError, is_int
 
 from .forward import _base, uses_bf16
 from .tasks import Task
@@ -45,7 +45,7 @@ class EvalConfig:
     def check(self) -> None:
         for flag, value, low in (("--eval-batch-size", self.batch_size, 1), ("--max-length", self.max_length, 2),
                                  ("--generate", self.generate, 0), ("--max-new-tokens", self.max_new_tokens, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if not is_int(value) or value < low:
                 raise ConfigError(f"{flag} must be an integer >= {low}, got {value!r}")
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from datacomp.errors import ConfigError, DataError
+from datacomp.errors import ConfigError, DataError, is_int
 
 __all__ = ["Ranks", "shard_range", "ranks", "join_torchrun", "local_range", "all_gather_concat", "gather_in_order",
            "all_gather_json", "any_rank"]
@@ -54,7 +54,7 @@ class Ranks:
 
 
 def _count(value: Any, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 

@@ -62,7 +62,7 @@ import numpy as np
 import torch
 
 from datacomp.cost import CostLedger
-from datacomp.errors import ConfigError, DataError
+from datacomp.errors import ConfigError, DataError, check_int_at_least, is_int
 
 from .forward import decoder_layers, layer_index, precision, uses_bf16
 from .icl_attention import STOP_MARKER, Episode, _Context, _eos_ids
@@ -80,11 +80,6 @@ def default_layer(num_layers: int) -> int:
     """The layer of the weights when none is given: 11 (the released code's default) if the model has more than 11
     decoder layers, else the last one."""
     return RELEASED_LAYER if num_layers > RELEASED_LAYER else num_layers - 1
-
-
-def _positive_int(value: Any, name: str, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum} (--set {name}=N), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -116,15 +111,11 @@ class WhispererConfig:
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first bad setting."""
-        _positive_int(self.n_demos, "n_demos")
-        _positive_int(self.n_queries, "n_queries")
-        _positive_int(self.folds, "folds", 2)
-        _positive_int(self.max_new_tokens, "max_new_tokens")
-        _positive_int(self.batch_size, "batch_size")
-        _positive_int(self.max_length, "max_length")
-        _positive_int(self.seed, "seed", 0)
+        for name, minimum in (("n_demos", 1), ("n_queries", 1), ("folds", 2), ("max_new_tokens", 1),
+                              ("batch_size", 1), ("max_length", 1), ("seed", 0)):
+            check_int_at_least(getattr(self, name), name, minimum, f" (--set {name}=N)")
         layer = self.layer
-        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, (int, np.integer))):
+        if layer is not None and not is_int(layer):
             raise ConfigError(f"layer must be an integer decoder layer (0-based, -1 = last) or None, got {layer!r}")
         if self.bf16 is not None and not isinstance(self.bf16, bool):
             raise ConfigError(f"bf16 must be true, false or None, got {self.bf16!r}")

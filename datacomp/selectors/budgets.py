@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datacomp.errors import ConfigError
+from datacomp.errors import ConfigError, is_int
 
 __all__ = ["class_budgets", "Size", "resolve_size"]
 
@@ -81,7 +81,7 @@ class Size:
 
 
 def _int(value, flag: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise ConfigError(f"{flag} must be an integer, got {value!r}")
     return int(value)
 

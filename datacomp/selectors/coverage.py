@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from datacomp.errors import ConfigError
+from datacomp.errors import ConfigError, is_int
 
 from .lazy_greedy import lazy_greedy
 
@@ -81,7 +81,7 @@ def greedy_max_coverage(
     """
     csr = to_binary_csr(matrix)
     n_items, n_features = csr.shape
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+    if not is_int(budget):
         raise ConfigError(f"budget must be an int, got {type(budget).__name__}")
     if budget < 1 or budget > n_items:
         raise ConfigError(f"budget must be in [1, n_items={n_items}], got {budget}")

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from datacomp.cost import CostLedger
-from datacomp.errors import ConfigError, DataError
+from datacomp.errors import ConfigError, DataError, is_int
 from datacomp.io import sha256_bytes, sha256_file
 
 from .cache import Cache, cache_args, cached_arrays
@@ -59,7 +59,7 @@ class TfidfSvdEmbedder:
 
     def __init__(self, dim: int = 256, seed: int = 0, max_features: int = 1 << 16,
                  ngram_range: tuple[int, int] = (1, 2)) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        if not is_int(dim) or dim < 1:
             raise ConfigError(f"dim must be a positive int, got {dim!r}")
         self.dim, self.seed, self.max_features, self.ngram_range = dim, seed, max_features, tuple(ngram_range)
         self.vectorizer = None
@@ -252,7 +252,7 @@ def embed_texts(texts: Sequence[str], embedder: str | os.PathLike = "tfidf", *, 
         raise DataError("texts is empty; give at least one text")
     if not any(t.strip() for t in texts):
         raise DataError(f"texts: all {len(texts)} texts are empty; check the text fields of the records")
-    if isinstance(s.batch_size, bool) or not isinstance(s.batch_size, int) or s.batch_size < 1:
+    if not is_int(s.batch_size) or s.batch_size < 1:
         raise ConfigError(f"batch_size must be a positive int, got {s.batch_size!r}")
     resolved = resolve_embedder(embedder)
     if resolved == "tfidf":

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset
-from datacomp.errors import ConfigError, DataError, MissingInputError
+from datacomp.errors import ConfigError, DataError, MissingInputError, is_int
 from datacomp.evaluation import TrainingRun, get_protocol, train_classifier
 from datacomp.io import sha256_file
 from datacomp.models import create_model
@@ -102,7 +102,7 @@ def _split(dataset: ImageDataset, split: str) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _check_nonneg_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+    if not is_int(value) or value < 0:
         raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
     return int(value)
 

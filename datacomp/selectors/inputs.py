@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from datacomp.errors import ConfigError, DataError
+from datacomp.errors import ConfigError, DataError, is_int
 
 __all__ = ["Inputs", "INPUT_NAMES", "check_int", "check_labels", "jsonable"]
 
@@ -87,7 +87,7 @@ INPUT_NAMES = tuple(f.name for f in fields(Inputs) if f.name not in ("labels", "
 
 def check_int(value: Any, name: str, minimum: int | None = None) -> int:
     """``value`` as an int (bools and floats refused), at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise ConfigError(f"{name} must be an int, got {type(value).__name__} ({value!r}); "
                           f"for a fraction pass round(fraction * n_items)")
     if minimum is not None and value < minimum:

@@ -42,7 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from datacomp.cost import CostLedger
-from datacomp.errors import ConfigError
+from datacomp.errors import ConfigError, is_int
 from datacomp.io import atomic_write
 from datacomp.lm import (LM_REGISTRY, ActivationConfig, LanguageModel, layer_index, load_lm, parse_lm_embedder,
                          record_activations, resolve_lm, token_activations)
@@ -69,7 +69,7 @@ def check_lm_options(options: TextOptions) -> str | None:
     name = lm_model_name(options)
     if name is None:
         return None
-    if isinstance(options.lm_layer, bool) or not isinstance(options.lm_layer, int):
+    if not is_int(options.lm_layer):
         raise ConfigError(f"--lm-layer must be an integer (-1 = last layer), got {options.lm_layer!r}")
     activation_config(options).check()
     _, source = resolve_lm(name)
@@ -88,7 +88,7 @@ def _declared_layers(name: str, source: Path) -> int | None:
         value = json.loads((Path(source) / "config.json").read_text()).get("num_hidden_layers")
     except (OSError, ValueError, AttributeError):
         return None  # load_lm reports what is wrong with the folder
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if is_int(value) else None
 
 
 def activation_config(options: TextOptions) -> ActivationConfig:

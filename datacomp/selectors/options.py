@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from datacomp.errors import ConfigError
+from datacomp.errors import ConfigError, is_int
 
 from .cache import Cache
 
@@ -22,7 +22,7 @@ CCS_SCORES = ("el2n", "forgetting", "aum", "uncertainty", "grand")
 
 
 def _at_least(value: Any, minimum: int, flag: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ConfigError(f"{flag} must be >= {minimum} (an integer), got {value!r}")
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datacomp.errors import ConfigError, DataError
+from datacomp.errors import ConfigError, DataError, is_int
 
 __all__ = [
     "UNCERTAINTY_KINDS",
@@ -197,7 +197,7 @@ def ccs_sample(
         raise ConfigError(f"beta (hard-cut ratio) must be in [0, 1), got {beta}")
     if hard not in ("high", "low"):
         raise ConfigError(f"hard must be 'high' or 'low', got {hard!r}")
-    if isinstance(n_strata, bool) or not isinstance(n_strata, (int, np.integer)) or n_strata < 1:
+    if not is_int(n_strata) or n_strata < 1:
         raise ConfigError(f"n_strata must be a positive int, got {n_strata!r}")
     n_cut = int(np.floor(beta * n))
     order = np.argsort(-s if hard == "high" else s, kind="stable")

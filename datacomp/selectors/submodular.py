@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from datacomp.errors import ConfigError
+from datacomp.errors import ConfigError, is_int
 
 from .lazy_greedy import lazy_greedy
 from .settings import with_overrides
@@ -122,7 +122,7 @@ def knn_graph(features: np.ndarray, settings: KNNGraphSettings | None = None, *,
         raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     feats = np.ascontiguousarray(features, dtype=np.float32)
     n = feats.shape[0]
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
+    if not is_int(n_neighbors) or n_neighbors < 1:
         raise ConfigError(f"n_neighbors must be a positive int, got {n_neighbors!r}")
     k = int(min(n_neighbors, n))
     if knn_index == "auto":
