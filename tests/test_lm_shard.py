@@ -132,7 +132,7 @@ def _whisper(model: Path, records: list[dict], cache: Path) -> dict:
     then a hit), with the first call's cost."""
     from datacomp.cost import CostLedger
     from datacomp.lm import load_lm
-    from datacomp.lm.whisperer import WhispererConfig
+    from datacomp.lm.whisperer_plan import WhispererConfig
     from datacomp.lm.whisperer_cache import cached_whisper_scores
 
     lm = load_lm(str(model), device="cpu", attn_implementation="eager")
@@ -265,7 +265,8 @@ def _check_whisperer(lm_dir: Path, records: list[dict], outputs: tuple[dict, dic
     sums; rank 0 alone wrote the one cache entry, which the second call read on both ranks."""
     from datacomp.cost import CostLedger
     from datacomp.lm import load_lm
-    from datacomp.lm.whisperer import WhispererConfig, whisper_scores
+    from datacomp.lm.whisperer import whisper_scores
+    from datacomp.lm.whisperer_plan import WhispererConfig
 
     lm = load_lm(str(lm_dir), device="cpu", attn_implementation="eager")
     ledger = CostLedger()

@@ -23,7 +23,8 @@ from datacomp.cost import CostLedger  # noqa: E402
 from datacomp.lm.forward import uses_bf16  # noqa: E402
 from datacomp.lm.tasks import get_task, rouge_l, split_prompt_response  # noqa: E402
 from datacomp.lm.icl_attention import Episode, episode_weights  # noqa: E402
-from datacomp.lm.whisperer import WhispererConfig, default_layer, plan_episodes, whisper_scores  # noqa: E402
+from datacomp.lm.whisperer import whisper_scores  # noqa: E402
+from datacomp.lm.whisperer_plan import WhispererConfig, default_layer, plan_episodes  # noqa: E402
 from datacomp.lm.whisperer_cache import cached_whisper_scores, whisperer_cache_key  # noqa: E402
 from datacomp.selectors import SelectOptions, TextOptions, select, select_dataset  # noqa: E402
 from tiny_lm import WORDS  # noqa: E402

@@ -33,7 +33,8 @@ from .finetune import FinetuneConfig, FinetuneResult
 from .finetune_run import FinetuneOptions, FinetuneRun, finetune_subset
 from .heldout_eval import EvalConfig, LMEval, evaluate_lm
 from .tasks import TASKS, Task, get_task
-from .whisperer import WhispererConfig, WhispererResult, whisper_scores
+from .whisperer import WhispererResult, whisper_scores
+from .whisperer_plan import WhispererConfig
 from .whisperer_cache import cached_whisper_scores
 
 __all__ = [

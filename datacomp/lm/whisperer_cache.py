@@ -2,7 +2,7 @@
 
 :func:`cached_whisper_scores` keeps the result on disk (``$DATACOMP_CACHE/lm/whisperer`` or a given folder), keyed by
 the model and tokenizer digests, a SHA-256 over the full prompts and responses, the task and metric, and every
-:class:`~datacomp.lm.whisperer.WhispererConfig` field (layer and bf16 resolved; ``batch_size`` too: it changes scores
+:class:`~datacomp.lm.whisperer_plan.WhispererConfig` field (layer and bf16 resolved; ``batch_size`` too: it changes scores
 only by float rounding, but rounding can flip a greedy token). Entries are ``.npz`` (read with ``allow_pickle=False``)
 written atomically by rank 0; a hit replays the ledger of the original scoring, so the run still reports what the
 scores cost; a corrupt or mismatched entry is recomputed.
@@ -30,7 +30,8 @@ from .icl_attention import STOP_MARKER
 from .models import LanguageModel
 from .shard import any_rank, join_torchrun, ranks
 from .tasks import Task
-from .whisperer import SEPARATOR, WhispererConfig, WhispererResult, default_layer, whisper_scores
+from .whisperer import SEPARATOR, WhispererResult, whisper_scores
+from .whisperer_plan import WhispererConfig, default_layer
 
 __all__ = ["cached_whisper_scores", "whisperer_cache_key"]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from datacomp.errors import ConfigError
 from datacomp.lm import load_lm, parse_lm_embedder, resolve_lm
 from datacomp.lm.tasks import get_task, split_prompt_response
-from datacomp.lm.whisperer import WhispererConfig, check_pool
+from datacomp.lm.whisperer_plan import WhispererConfig, check_pool
 from datacomp.lm.whisperer_cache import cached_whisper_scores
 
 from .cache import Cache, cache_args

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datacomp.lm.whisperer import WhispererConfig
+from datacomp.lm.whisperer_plan import WhispererConfig
 
 from .inputs import Inputs
 from .registry import SelectorSpec, base_pool, missing_input, register_selector
