@@ -1,0 +1,62 @@
+"""benchmarks/endpoint_protocols.py: the better NCFM sampler is chosen by the quick evaluation, each set is evaluated
+under every named protocol, evaluations are read back, and a missing snapshot is a clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import load_benchmark
+from datacomp.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def end():
+    return load_benchmark("endpoint_protocols")
+
+
+def _common(tmp_path: Path) -> list[str]:
+    return ["--dataset", "digits", "--ipc", "1", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path), "--no-progress"]
+
+
+def test_missing_snapshot_names_the_fix(end, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--iteration 2: no snapshot .*run benchmarks/convergence.py"):
+        end.main([*_common(tmp_path), "--iteration", "2", "--protocols", "smoke", "--quick-protocol", "smoke"])
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--iteration", "0"], "--iteration must be >= 1"),
+    (["--runs", "0"], "--runs must be >= 1"),
+    (["--quick-runs", "0"], "--quick-runs must be >= 1"),
+    (["--protocols", "nope"], "protocol"),
+])
+def test_misconfigurations_fail_before_work(end, argv, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        end.check_args(end.parse_args(argv))
+
+
+def test_end_point_table_on_tiny_runs(end, tmp_path: Path, monkeypatch) -> None:
+    conv = end.convergence
+    assert conv.main([*_common(tmp_path), "--iterations", "2", "--checkpoints", "2", "--protocol", "smoke",
+                      "--runs", "1", "--no-random", "--pool-dir", str(tmp_path / "pool"), "--set", "pool_size=1",
+                      "--set", "pool_min_steps=0", "--set", "real_batch=16", "--set", "num_freqs=64",
+                      "--set-dm", "real_batch=16"]) == 0
+    curves = {c["method"]: c["points"][-1]["mean"]
+              for c in json.loads((tmp_path / "convergence_digits_smoke.json").read_text())["curves"]}
+    argv = [*_common(tmp_path), "--iteration", "2", "--protocols", "smoke", "--quick-protocol", "smoke",
+            "--quick-runs", "1", "--runs", "1"]
+    assert end.main(argv) == 0
+    doc = json.loads((tmp_path / "endpoint_digits_ipc1_it2.json").read_text())
+    best = max(end.NCFM_SAMPLERS, key=lambda m: curves[m])
+    assert doc["ncfm_method"] == best and [r["method"] for r in doc["rows"]] == [best, "dm"]
+    assert all(len(r["smoke"]["accuracies"]) == 1 for r in doc["rows"])
+    assert "| dm |" in (tmp_path / "endpoint_digits_ipc1_it2.md").read_text()
+
+    def refuse(*a, **k):
+        raise AssertionError("a stored evaluation was computed again")
+
+    monkeypatch.setattr(conv, "evaluate", refuse)
+    assert end.main(argv) == 0
