@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -21,22 +20,17 @@ from typing import Any, BinaryIO, Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import FormatError, is_int
 from .io import atomic_write, json_default, package_versions, sha256_arrays
+from .synset_checks import FORMAT_VERSION, SynsetFormatError, check_format_version, check_set
 from .synset_export import imagefolder, png_grid
+from .synset_legacy import read_legacy
 
 __all__ = [
     "SyntheticSet", "SynsetFormatError", "base_metadata", "package_versions", "atomic_write", "decode_multiformation",
 ]
 
-FORMAT_VERSION = 1
 _META_KEY = "datacomp"
-_REQUIRED_META = ("format_version", "dataset", "space", "num_classes", "method")
 _OPTIONAL_TENSORS = ("lr", "weights", "source_indices")
-
-
-class SynsetFormatError(FormatError):
-    """A SyntheticSet file or object is malformed."""
 
 
 def base_metadata(**fields: Any) -> dict:
@@ -84,53 +78,7 @@ class SyntheticSet:
     # ---------------------------------------------------------------------------------------------------------- checks
     def validate(self) -> None:
         """Raise :class:`SynsetFormatError` naming the first problem found."""
-        x, y = self.images, self.labels
-        if not torch.is_tensor(x) or x.ndim != 4 or x.dtype != torch.float32:
-            raise SynsetFormatError(f"images must be a float32 tensor [N, C, H, W], got {_describe(x)}")
-        if len(x) == 0:
-            raise SynsetFormatError("images is empty: a SyntheticSet needs at least one image")
-        if not torch.isfinite(x).all():
-            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
-            raise SynsetFormatError(f"images contain NaN or inf pixels in {bad} image(s)")
-        missing = [k for k in _REQUIRED_META if k not in self.metadata]
-        if missing:
-            raise SynsetFormatError(f"metadata lacks {missing}; required keys: {list(_REQUIRED_META)}")
-        k = self.metadata["num_classes"]
-        if not isinstance(k, int) or k < 2:
-            raise SynsetFormatError(f"metadata num_classes must be an int >= 2, got {k!r}")
-        if self.metadata["space"] not in ("pixel", "normalized"):
-            raise SynsetFormatError(f"metadata space must be 'pixel' or 'normalized', got {self.metadata['space']!r}")
-        _check_metadata(self.metadata, tuple(x.shape[1:]))
-        if not torch.is_tensor(y) or len(y) != len(x):
-            raise SynsetFormatError(f"labels must be a tensor with {len(x)} rows, got {_describe(y)}")
-        if y.ndim == 1:
-            if y.dtype != torch.int64:
-                raise SynsetFormatError(f"hard labels must be int64, got {y.dtype}")
-            if int(y.min()) < 0 or int(y.max()) >= k:
-                raise SynsetFormatError(f"labels must lie in [0, {k}), got range [{int(y.min())}, {int(y.max())}]")
-        elif y.ndim == 2:
-            if y.dtype != torch.float32 or y.shape[1] != k:
-                raise SynsetFormatError(f"soft labels must be float32 [N, {k}], got {_describe(y)}")
-            if not torch.isfinite(y).all() or (y < 0).any() or not torch.allclose(y.sum(1), torch.ones(len(y)), atol=1e-3):
-                raise SynsetFormatError("soft labels must be finite probabilities whose rows sum to 1")
-        else:
-            raise SynsetFormatError(f"labels must be [N] (hard) or [N, K] (soft), got {_describe(y)}")
-        for name in _OPTIONAL_TENSORS:
-            t = getattr(self, name)
-            if t is None:
-                continue
-            if not torch.is_tensor(t):
-                raise SynsetFormatError(f"{name} must be a tensor, got {type(t).__name__}")
-            if name == "source_indices":
-                if t.dtype != torch.int64 or t.shape != (len(x),) or (t < 0).any():
-                    raise SynsetFormatError(f"source_indices must be non-negative int64 [{len(x)}], got {_describe(t)}")
-            elif t.ndim > 1 or (t.ndim == 1 and len(t) not in (1, len(x))) or not torch.isfinite(t).all():
-                raise SynsetFormatError(f"{name} must be a finite scalar or a vector of {len(x)}, got {_describe(t)}")
-            elif name == "lr" and not bool((t > 0).all()):
-                raise SynsetFormatError(f"lr must be > 0, got minimum {float(t.min())}")
-            elif name == "weights" and (bool((t < 0).any()) or not bool((t > 0).any())):
-                raise SynsetFormatError(f"weights must be >= 0 and not all 0, got range [{float(t.min())}, "
-                                        f"{float(t.max())}]")
+        check_set(self.images, self.labels, self.metadata, {name: getattr(self, name) for name in _OPTIONAL_TENSORS})
 
     # -------------------------------------------------------------------------------------------------------- views
     @property
@@ -242,7 +190,7 @@ class SyntheticSet:
             raise SynsetFormatError(f"{path}: metadata is not valid JSON: {err}") from err
         if not isinstance(meta, dict):
             raise SynsetFormatError(f"{path}: metadata must be a JSON object, got {type(meta).__name__}")
-        _check_format_version(meta.get("format_version"), where=f"{path}: ")
+        check_format_version(meta.get("format_version"), where=f"{path}: ")
         try:
             return cls(tensors["images"], tensors["labels"], meta,
                        **{k: tensors.get(k) for k in _OPTIONAL_TENSORS})
@@ -262,40 +210,8 @@ class SyntheticSet:
         DC/DM/MTT save *normalised* images (``space="normalized"``, give the dataset's mean/std or let them be
         looked up); NCFM saves pixel-space images in [0, 1] (``space="pixel"``).
         """
-        if isinstance(path, (list, tuple)):
-            if len(path) != 2:
-                raise SynsetFormatError("pass (images.pt, labels.pt) as a pair of paths")
-            images, labels = (torch.load(p, map_location="cpu", weights_only=True) for p in path)
-            source = [str(p) for p in path]
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            source = str(path)
-            if isinstance(obj, dict):
-                images = next((obj[k] for k in ("data", "images", "x", "image_syn") if k in obj), None)
-                labels = next((obj[k] for k in ("labels", "targets", "y", "label_syn") if k in obj), None)
-            elif isinstance(obj, (list, tuple)) and len(obj) >= 2:
-                if isinstance(obj[0], (list, tuple)):  # DC/DM 'data' list of [images, labels] per experiment
-                    obj = obj[0]
-                images, labels = obj[0], obj[1]
-            else:
-                images = labels = None
-            if images is None or labels is None:
-                raise SynsetFormatError(f"{path}: expected [images, labels] or a dict with images/labels")
-        if space == "normalized" and (mean is None or std is None):
-            from .data import dataset_info
-
-            spec = dataset_info(dataset)
-            if spec.mean is None:
-                raise SynsetFormatError(f"give mean= and std= for normalised images of dataset '{dataset}'")
-            mean, std = spec.mean, spec.std
-        labels = labels.float() if labels.is_floating_point() and labels.ndim == 2 else labels.long()
-        if num_classes is None:
-            num_classes = int(labels.shape[1]) if labels.ndim == 2 else int(labels.max()) + 1
-        meta = base_metadata(dataset=dataset, space=space, num_classes=num_classes, method=method,
-                             imported_from=source)
-        if space == "normalized":
-            meta.update(mean=list(mean), std=list(std))
-        return cls(images.float().contiguous(), labels, meta)
+        images, labels, fields = read_legacy(path, dataset, space, mean, std, num_classes, method)
+        return cls(images, labels, base_metadata(**fields))
 
     # ------------------------------------------------------------------------------------------------------ export
     def to_png_grid(self, path: str | os.PathLike, max_per_class: int = 10, upscale: int | None = None) -> Path:
@@ -305,35 +221,6 @@ class SyntheticSet:
     def to_imagefolder(self, folder: str | os.PathLike, class_names: Sequence[str] | None = None) -> Path:
         """Write one PNG per image under ``folder/<class>/`` (readable by torchvision's ImageFolder)."""
         return imagefolder(self, folder, class_names)
-
-
-def _check_format_version(value: Any, where: str = "") -> None:
-    if not is_int(value) or value < 1:
-        raise SynsetFormatError(f"{where}metadata format_version must be an int >= 1, got {value!r}")
-    if value > FORMAT_VERSION:
-        raise SynsetFormatError(f"{where}format_version {value} is newer than this datacomp reads ({FORMAT_VERSION}); "
-                                "upgrade datacomp to read it")
-
-
-def _check_metadata(meta: dict, image_shape: tuple[int, int, int]) -> None:
-    """format_version, factor (divides the image size) and mean/std (finite, one per channel, std > 0)."""
-    _check_format_version(meta["format_version"])
-    c, h, w = image_shape
-    factor = meta.get("factor", 1)
-    if not is_int(factor) or factor < 1 or h % factor or w % factor:
-        raise SynsetFormatError(f"metadata factor must be an int >= 1 that divides the image size {h}x{w}, "
-                                f"got {factor!r}")
-    for key in ("mean", "std"):
-        v = meta.get(key)
-        if v is None and meta["space"] == "pixel":
-            continue
-        if (not isinstance(v, (list, tuple)) or len(v) != c
-                or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) for e in v)):
-            raise SynsetFormatError(f"metadata '{key}' must be {c} finite numbers (one per channel)"
-                                    + (" for normalized images" if meta["space"] == "normalized" else "")
-                                    + f", got {v!r}")
-        if key == "std" and min(v) <= 0:
-            raise SynsetFormatError(f"metadata 'std' must be > 0 per channel, got {list(v)}")
 
 
 def decode_multiformation(images: torch.Tensor, factor: int) -> torch.Tensor:
@@ -353,9 +240,3 @@ def decode_multiformation(images: torch.Tensor, factor: int) -> torch.Tensor:
     th, tw = h // factor, w // factor
     tiles = images.reshape(n, c, factor, th, factor, tw).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, th, tw)
     return torch.nn.functional.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
-
-
-def _describe(t: Any) -> str:
-    if torch.is_tensor(t):
-        return f"{t.dtype} tensor of shape {tuple(t.shape)}"
-    return type(t).__name__
