@@ -15,7 +15,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
