@@ -60,3 +60,5 @@ def test_end_point_table_on_tiny_runs(end, tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(conv, "evaluate", refuse)
     assert end.main(argv) == 0
+    assert end.main([*argv, "--methods", "dm"]) == 0  # one row alone (e.g. a second process), read back too
+    assert [r["method"] for r in json.loads((tmp_path / "endpoint_digits_ipc1_it2.json").read_text())["rows"]] == ["dm"]
