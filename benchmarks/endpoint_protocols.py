@@ -13,7 +13,9 @@ It never distils: the snapshots must exist (run ``convergence.py`` first; a clea
 evaluation is stored beside its snapshot (``eval_<protocol>.json``, keyed by the snapshot's content, protocol, runs
 and seed) and read back on a second call.
 
-Outputs (atomic): ``benchmarks/results/endpoint_<dataset>_ipc<IPC>_it<N>.{json,md}``.
+Outputs (atomic): ``benchmarks/results/endpoint_<dataset>_ipc<IPC>_it<N>.{json,md}``. A run of some rows only
+(``--methods``) merges them into that file: the other rows it holds are kept when they were made with the same
+settings (dataset, preset, IPC, iteration, seed, protocols, runs), so two processes may each evaluate one row.
 
 Command (after the convergence run of IPC 10 to 300 iterations)::
 
@@ -23,6 +25,7 @@ Command (after the convergence run of IPC 10 to 300 iterations)::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -60,6 +63,29 @@ def better_sampler(args: argparse.Namespace) -> tuple[str, dict[str, dict]]:
     quick = with_protocol(args, args.quick_protocol, args.quick_runs)
     scores = {m: convergence.evaluate_point(m, args.ipc, args.iteration, quick) for m in NCFM_SAMPLERS}
     return max(scores, key=lambda m: scores[m]["mean"]), scores
+
+
+# The settings a stored table must share with this run for its rows to be kept beside the new ones.
+SAME_TABLE = ("dataset", "preset", "ipc", "iteration", "seed", "protocols", "runs", "quick_protocol")
+
+
+def merge_stored(doc: dict, path: Path) -> dict:
+    """``doc`` with the rows of the stored table at ``path`` that this run did not evaluate (same settings only).
+
+    Rows are kept in the table's order: the NCFM row first, then DM."""
+    if not path.is_file():
+        return doc
+    stored = json.loads(path.read_text())
+    if any(stored.get(key) != doc[key] for key in SAME_TABLE):
+        return doc
+    methods = {row["method"] for row in doc["rows"]}
+    ran_ncfm = any(m.startswith("ncfm") for m in methods)
+    kept = [row for row in stored.get("rows", []) if row["method"] not in methods
+            and not (ran_ncfm and row["method"].startswith("ncfm"))]
+    merged = dict(doc, rows=sorted(doc["rows"] + kept, key=lambda row: row["method"] == "dm"))
+    if not ran_ncfm and stored.get("ncfm_method"):
+        merged.update(ncfm_method=stored["ncfm_method"], sampler_choice=stored["sampler_choice"])
+    return merged
 
 
 def markdown(doc: dict) -> str:
@@ -122,13 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     check_args(args)
     keep_freed_memory()
     args.device = args.device_resolved = str(resolve_device(args.device or "auto"))
-    needed = (*(NCFM_SAMPLERS if "ncfm" in args.methods else ()), *(("dm",) if "dm" in args.methods else ()))
-    for method in needed:
+    dm = ["dm"] if "dm" in args.methods else []
+    for method in (*(NCFM_SAMPLERS if "ncfm" in args.methods else ()), *dm):
         require_snapshot(method, args)
     convergence.dataset(args)  # loaded once: the per-protocol copies of args share it
     ncfm, choice = better_sampler(args) if "ncfm" in args.methods else (None, {})
     rows = []
-    for method in ([ncfm] if ncfm else []) + (["dm"] if "dm" in args.methods else []):
+    for method in ([ncfm] if ncfm else []) + dm:
         quick = convergence.evaluate_point(method, args.ipc, args.iteration,
                                            with_protocol(args, args.quick_protocol, args.quick_runs))
         row = {"method": method, "quick": quick, "paper": PAPER.get(args.dataset, {}).get(method, {}).get(args.ipc),
@@ -141,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"dataset": args.dataset, "preset": args.preset, "ipc": args.ipc, "iteration": args.iteration,
            "protocols": args.protocols, "runs": args.runs, "quick_protocol": args.quick_protocol, "seed": args.seed,
            "device": args.device_resolved, "ncfm_method": ncfm, "sampler_choice": choice, "rows": rows}
+    stem = Path(args.results_dir) / f"endpoint_{args.dataset}_ipc{args.ipc}_it{args.iteration}{args.tag}"
+    doc = merge_stored(doc, stem.with_suffix(".json"))
     text = markdown(doc)
     print(text)
-    stem = Path(args.results_dir) / f"endpoint_{args.dataset}_ipc{args.ipc}_it{args.iteration}{args.tag}"
     save_json(doc, stem.with_suffix(".json"))
     atomic_write(stem.with_suffix(".md"), text)
     print(f"wrote {stem}.json and .md")

@@ -1,5 +1,6 @@
 """benchmarks/endpoint_protocols.py: the better NCFM sampler is chosen by the quick evaluation, each set is evaluated
-under every named protocol, evaluations are read back, and a missing snapshot is a clear error."""
+under every named protocol, evaluations are read back, a run of one row merges into the stored table, and a
+missing snapshot is a clear error."""
 
 from __future__ import annotations
 
@@ -60,5 +61,28 @@ def test_end_point_table_on_tiny_runs(end, tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(conv, "evaluate", refuse)
     assert end.main(argv) == 0
+    table = tmp_path / "endpoint_digits_ipc1_it2.json"
     assert end.main([*argv, "--methods", "dm"]) == 0  # one row alone (e.g. a second process), read back too
-    assert [r["method"] for r in json.loads((tmp_path / "endpoint_digits_ipc1_it2.json").read_text())["rows"]] == ["dm"]
+    assert json.loads(table.read_text()) == doc  # merged into the stored table: the NCFM row is kept
+    assert end.main([*argv, "--methods", "ncfm"]) == 0
+    assert json.loads(table.read_text()) == doc
+    table.unlink()
+    assert end.main([*argv, "--methods", "dm"]) == 0  # nothing stored: the one row alone
+    alone = json.loads(table.read_text())
+    assert [r["method"] for r in alone["rows"]] == ["dm"] and alone["ncfm_method"] is None
+
+
+def test_stored_rows_of_other_settings_are_not_merged(end, tmp_path: Path) -> None:
+    doc = {"dataset": "cifar10", "preset": "cpu-quick", "ipc": 10, "iteration": 300, "seed": 0,
+           "protocols": ["ncfm", "dm"], "runs": 1, "quick_protocol": "quick-bf16", "ncfm_method": None,
+           "sampler_choice": {}, "rows": [{"method": "dm"}]}
+    stored = dict(doc, ncfm_method="ncfm-gaussian", sampler_choice={"ncfm-gaussian": {}},
+                  rows=[{"method": "ncfm-gaussian"}, {"method": "dm", "old": True}])
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(stored))
+    merged = end.merge_stored(doc, path)
+    assert [r["method"] for r in merged["rows"]] == ["ncfm-gaussian", "dm"] and "old" not in merged["rows"][1]
+    assert merged["ncfm_method"] == "ncfm-gaussian"
+    path.write_text(json.dumps(dict(stored, runs=3)))
+    assert end.merge_stored(doc, path) == doc
+    assert end.merge_stored(doc, tmp_path / "absent.json") == doc
