@@ -84,6 +84,27 @@ def test_cli_errors_are_clear(tiny, tmp_path: Path, capsys, extra: tuple[str, ..
     assert not (tmp_path / "x" / "checkpoints").is_dir() or not any((tmp_path / "x" / "checkpoints").iterdir())
 
 
+def test_missing_dataset_names_the_download_flag_which_reaches_the_loader(tmp_path: Path, capsys,
+                                                                         monkeypatch) -> None:
+    monkeypatch.delenv("DATACOMP_SHARED_DATA", raising=False)
+    argv = ["--dataset", "cifar10", "--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "x"),
+            "--device", "cpu", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "pass --download" in err and "Traceback" not in err and not (tmp_path / "x").exists()
+    import datacomp.distillers.api as api
+
+    seen = {}
+
+    def record(name, root=None, download=False):
+        seen.update(name=name, download=download)
+        raise api.ConfigError("stop here")
+
+    monkeypatch.setattr(api, "load_dataset", record)
+    assert main([*argv, "--download"]) == 2
+    assert seen == {"name": "cifar10", "download": True}
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tiny, tmp_path: Path) -> None:
     iterations, every = 24, 3

@@ -56,6 +56,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--method", default="ncfm", help=f"distillation method (default ncfm). {methods}")
     parser.add_argument("--dataset", default="digits", help="dataset name (default: digits, offline)")
     parser.add_argument("--data-root", default=None, help="folder with dataset files (default $DATACOMP_DATA)")
+    parser.add_argument("--download", action="store_true", help="allow torchvision to download missing dataset files")
     parser.add_argument("--ipc", type=int, default=10, help="stored images per class (default 10)")
     parser.add_argument("--preset", default="cpu-quick", help="paper, official or cpu-quick (default)")
     add_out(parser, help="run folder (default runs/METHOD-DATASET-ipcK)")
@@ -117,7 +118,8 @@ def run_command(args: argparse.Namespace) -> int:
     options = DistillOptions(
         out=out, overwrite=args.overwrite, resume=args.resume, device=args.device, quiet=args.quiet, model=args.model,
         checkpoint_every=args.checkpoint_every, eval_protocol=args.eval_protocol, eval_runs=args.eval_runs,
-        baseline=args.baseline, data_root=args.data_root, pool_dir=args.pool_dir, snapshot_at=tuple(args.snapshot_at),
+        baseline=args.baseline, data_root=args.data_root, download=args.download, pool_dir=args.pool_dir,
+        snapshot_at=tuple(args.snapshot_at),
         resume_hint=resume_command(args, out, overrides),
     )
     try:

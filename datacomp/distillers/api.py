@@ -57,6 +57,7 @@ class DistillOptions:
         eval_runs: Fresh models trained in the evaluation (0 skips evaluation and baseline).
         baseline: Also evaluate random real images with the same stored images per class (IOR's reference).
         data_root: Folder with dataset files (when ``dataset`` is a name).
+        download: Let torchvision download a named dataset whose files are missing (needs network access).
         pool_dir: Feature-pool cache folder (default ``$DATACOMP_CACHE/pool``).
         resume_hint: How to continue after an interrupt (the CLI puts the exact command here).
         snapshot_at: Iterations after which the set is also kept, in ``out/snapshots/it{N}/synset.safetensors``
@@ -75,6 +76,7 @@ class DistillOptions:
     eval_runs: int = 3
     baseline: bool = True
     data_root: str | None = None
+    download: bool = False
     pool_dir: str | None = None
     resume_hint: str = "call distill() again with the same arguments and resume=True"
     snapshot_at: tuple[int, ...] = ()
@@ -227,7 +229,9 @@ class _Request:
 
 def _run(ctx: Context, req: _Request, opts: DistillOptions) -> DistillResult | None:
     entry = DISTILLERS.entry(req.method)
-    ds = load_dataset(req.dataset, root=opts.data_root) if isinstance(req.dataset, str) else req.dataset
+    ds = req.dataset
+    if isinstance(ds, str):
+        ds = load_dataset(ds, root=opts.data_root, download=opts.download)
     model = opts.model or default_model(ds)
     cfg = _config_for(req.method, req.preset, ds, req.ipc, req.overrides, model, ctx, opts.snapshot_at)
     out = Path(opts.out) if opts.out is not None else Path(tempfile.mkdtemp(prefix="datacomp-distill-"))
