@@ -1,5 +1,6 @@
 """benchmarks/compress_table.py: the rows it runs (named distilled sets, the selector's row, the newer compress stages,
-int8 per row), its cost ratios, its per-row cache, and the misconfigurations it refuses before any work."""
+int8 per row), its cost ratios, its per-row cache, the misconfigurations it refuses before any work, and its
+Markdown (compress_report.py) rendered again from stored results."""
 
 from __future__ import annotations
 
@@ -204,3 +205,11 @@ def test_ratio_entry_units():
     assert table.ratio_entry(None, 10.0, 4.0, None)["ratio"] is None
     free = table.ratio_entry(0.0, 10.0, 4.0, 0.0)
     assert free["ratio"] is None and free["worth_it"] is None and not math.isnan(free["savings"])
+
+
+@pytest.mark.parametrize("stem", ["compress_cifar10_convnet-3-in", "compress_cifar10_convnet-3-in_ncfm_multikd"])
+def test_stored_results_render_to_their_committed_markdown(stem: str) -> None:
+    report = load_benchmark("compress_report")
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    doc = json.loads((results / f"{stem}.json").read_text())
+    assert report.markdown(doc) == (results / f"{stem}.md").read_text()
