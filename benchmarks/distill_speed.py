@@ -213,7 +213,8 @@ def _child(args: argparse.Namespace) -> dict:
         real_t.append(r)
         network.append(r + s + c)
     med = statistics.median
-    peak = matmul_peak_gflops(CLOCK)
+    real_in_bf16 = args.bf16 in ("real", "all")  # the yardstick of the real forward: the matmul peak of its dtype
+    peak = matmul_peak_gflops(CLOCK, torch.bfloat16 if real_in_bf16 else torch.float32)
     real_gflops = real.shape[0] * convnet_forward_flops(args.size) / med(real_t) / 1e9
     return {
         "method": args.child,
@@ -236,6 +237,7 @@ def _child(args: argparse.Namespace) -> dict:
         "ratio_to_released_loop_per_round": [i / r for i, r in zip(paired_it, ref_t)],
         "real_forward_gflops": real_gflops,
         "matmul_peak_gflops": peak,
+        "matmul_peak_dtype": "bfloat16" if real_in_bf16 else "float32",
         "real_forward_fraction_of_peak": real_gflops / peak,
         "clock": args.clock,
         "peak_rss_gb": peak_gb,
