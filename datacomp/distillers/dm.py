@@ -74,7 +74,7 @@ class DMDistiller(Distiller):
                 syn = self.augment(syn, seed=seeds[index])
             real_aug.append(real)
             syn_aug.append(syn)
-        real_features = features_no_grad(net, torch.cat(real_aug), bf16=self.config.real_bf16)
+        real_features = features_no_grad(net, torch.cat(real_aug), bf16=self.config.real_bf16 == "on")
         syn = torch.cat(syn_aug)
         with autocast_bf16(syn, self.config.syn_bf16):
             syn_features = net.forward_features(syn).float()
