@@ -68,9 +68,11 @@ def _variants(real: torch.Tensor, chunk: int) -> dict:
     ours = create_model("convnet-3-in", c, 10, (size, size)).requires_grad_(False)
     ours.load_state_dict(net.state_dict())
 
-    def datacomp_features():
-        with torch.inference_mode():
-            features_no_grad(ours, real, chunk=chunk)
+    def datacomp_features(bf16=False):
+        def run():
+            with torch.inference_mode():
+                features_no_grad(ours, real, chunk=chunk, bf16=bf16)
+        return run
 
     return {
         "released: 256/class, NCHW, grad mode, fresh net": per_class_batches(real, fresh=True),
@@ -89,7 +91,8 @@ def _variants(real: torch.Tensor, chunk: int) -> dict:
                                                                           layout=torch.channels_last,
                                                                           size_=chunk, bf16=True),
         "256, channels-last, inference mode, bf16": per_class_batches(cl, grad=False, bf16=True),
-        f"datacomp features_no_grad ({chunk}, channels-last, NHWC instance norm)": datacomp_features,
+        f"datacomp features_no_grad ({chunk}, channels-last, NHWC instance norm)": datacomp_features(),
+        f"datacomp features_no_grad ({chunk}, channels-last, NHWC instance norm), bf16": datacomp_features(True),
     }
 
 

@@ -282,5 +282,33 @@ def test_cli_interrupt_prints_the_resume_command(tiny, tmp_path: Path) -> None:
     assert len(list((out / "checkpoints").glob("ckpt-r0of1-it*.pt"))) == 1
 
 
+@pytest.mark.slow
+def test_cli_sigterm_during_pool_training_stops_cleanly(tiny, tmp_path: Path) -> None:
+    """SIGTERM while a pool network trains: exit 143, the command to continue, no traceback, no partial files."""
+    name, _ = tiny
+    pool_dir = tmp_path / "pool"
+    flags = [f for f in _flags((name, str(pool_dir)), tmp_path / "out", 2, 1, ("--set", "pool_epochs=100000"))
+             if f != "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "datacomp", "distill", *flags], cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    chunks: list[str] = []
+    reader = threading.Thread(target=_collect, args=(proc.stderr, chunks), daemon=True)
+    reader.start()
+    deadline = time.time() + 120
+    while "pool member 0" not in "".join(chunks):  # the first pool network is training
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"no pool training within 120 s: {''.join(chunks)[-2000:]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    err = "".join(chunks)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "SIGTERM received outside the iterations" in err
+    assert err.split("Continue with: ")[1].strip().endswith("--resume")
+    assert not [p for p in pool_dir.rglob("*") if p.is_file()]  # no member file, no temp file
+
+
 if __name__ == "__main__":  # a torchrun rank of bit_for_bit_runs: python tests/test_distill_cli.py ROOT
     _torchrun_worker(Path(sys.argv[1]))

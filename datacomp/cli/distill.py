@@ -8,15 +8,20 @@ Examples::
     datacomp distill --set lr_img=0.01 sampler=gaussian --iterations 200
     torchrun --nproc_per_node=4 -m datacomp distill --dataset cifar100 --ipc 10 --preset paper --out runs/c100
 
-SIGINT / SIGTERM write a checkpoint and print the command that continues the run (``--resume``).
+SIGINT / SIGTERM write a checkpoint and print the command that continues the run (``--resume``); outside the
+iterations (pool training, evaluation) they stop at once, keeping what is on disk, and print the same command.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from datacomp.distillers import DISTILLERS, DistillOptions, DistillResult, distill
@@ -123,16 +128,41 @@ def run_command(args: argparse.Namespace) -> int:
         resume_hint=resume_command(args, out, overrides),
     )
     try:
-        result = distill(args.dataset, args.method, args.ipc, preset=args.preset, overrides=overrides, seed=args.seed,
-                         options=options)
-    except KeyboardInterrupt:  # outside the iterations (pool training, evaluation): nothing to checkpoint
-        err = RunAborted("interrupted outside the iterations (pool training or evaluation); what the run folder "
-                         f"holds is kept. Continue with: {options.resume_hint}")
-        err.exit_code = 130
+        with _sigterm_as_interrupt():
+            result = distill(args.dataset, args.method, args.ipc, preset=args.preset, overrides=overrides,
+                             seed=args.seed, options=options)
+    except KeyboardInterrupt as stop:  # outside the iterations (pool training, evaluation): nothing to checkpoint
+        name = "SIGTERM" if isinstance(stop, _Terminated) else "SIGINT"
+        err = RunAborted(f"{name} received outside the iterations (pool training or evaluation); what the run "
+                         "folder and the pool cache hold is kept (finished pool networks are reused). Continue with: "
+                         f"{options.resume_hint}")
+        err.exit_code = 143 if isinstance(stop, _Terminated) else 130
         raise err from None
     if result is not None:
         _print_summary(result)
     return 0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside the iterations, raised like Ctrl-C so that the same clean stop applies."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM stops it as SIGINT would (the iteration loop installs its own handlers, which
+    checkpoint first); the previous handler comes back afterwards. Main thread only (a no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_summary(result: DistillResult) -> None:
