@@ -378,6 +378,23 @@ def test_real_bf16_is_recorded_resolved(monkeypatch, method: str) -> None:
         assert cfg.real_bf16 == ("on" if cpu_bf16 else "off")
 
 
+@pytest.mark.parametrize("method", ["ncfm", "dm"])
+def test_a_distiller_built_directly_resolves_real_bf16(tiny, monkeypatch, method: str) -> None:
+    """Not only distill(): a Distiller made from an ``auto`` config runs (and reports) the resolved switch."""
+    import datacomp.runtime
+
+    monkeypatch.setattr(datacomp.runtime, "_cpu_bf16", True)
+    name, pool_dir = tiny
+    ds = load_dataset(name)
+    job = Job(ds, list(range(NUM_CLASSES)), 1, "convnet-3-in", seed=0)
+    if method == "ncfm":
+        pool = build_pool(ds, PoolSpec("convnet-3-in", 1, 0, 0.01, 128), 1, root=pool_dir, progress=False)
+        distiller = NCFMDistiller(get_config("ncfm", "cpu-quick", **TINY_NCFM), job, pool)
+    else:
+        distiller = dm_module.DMDistiller(get_config("dm", "cpu-quick", real_batch=12), job)
+    assert distiller.config.real_bf16 == "on"
+
+
 @pytest.mark.parametrize("cpu_bf16", [False, True])
 def test_cf_bf16_auto_follows_native_bf16(monkeypatch, cpu_bf16: bool) -> None:
     import datacomp.runtime

@@ -33,6 +33,7 @@ class DMDistiller(Distiller):
     space = "normalized"
 
     def __init__(self, config: DMConfig, job: Job) -> None:
+        config = config.for_run(job.dataset.image_size, job.ctx.device)  # real_bf16 "auto" resolved
         super().__init__(config, job)
         self.real_n = min(config.real_batch, self.real_count)
         strategy = dsa_strategy_for(self.dataset.name) if config.augment == "auto" else config.augment
