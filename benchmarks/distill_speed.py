@@ -91,6 +91,11 @@ def _rss_gb() -> float:
     return float("nan")
 
 
+def _real_switch(args: argparse.Namespace) -> str:
+    """The ``real_bf16`` setting of ``--bf16``: auto (the library default), on or off."""
+    return {"auto": "auto", "off": "off"}.get(args.bf16, "on")
+
+
 def _reset_peak_rss() -> None:
     """Reset VmHWM to the current RSS (Linux >= 4.0), so loading the dataset does not count as the loop's peak."""
     try:
@@ -153,7 +158,7 @@ def _child(args: argparse.Namespace) -> dict:
     classes = list(range(10))
     if args.child == "ncfm":
         cfg = get_config("ncfm", "official", real_batch=args.real_batch, num_freqs=args.num_freqs,
-                         step_mode=args.step_mode, real_sampling="random", real_bf16=args.bf16 != "off",
+                         step_mode=args.step_mode, real_sampling="random", real_bf16=_real_switch(args),
                          syn_bf16=args.bf16 == "all", cf_bf16=args.cf_bf16)
         net = create_model(model, 3, 10, ds.image_size)
         state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -163,11 +168,12 @@ def _child(args: argparse.Namespace) -> dict:
         reference = _reference_loop(args, ds)
         decoded = args.ipc * distiller.config.factor**2  # the resolved factor (presets say 0 = auto)
     else:
-        cfg = get_config("dm", "paper", real_batch=args.real_batch, real_bf16=args.bf16 != "off",
+        cfg = get_config("dm", "paper", real_batch=args.real_batch, real_bf16=_real_switch(args),
                          syn_bf16=args.bf16 == "all")
         distiller = DMDistiller(cfg, Job(ds, classes, args.ipc, model, seed=0))
         reference = _reference_loop(args, ds)
         decoded = args.ipc
+    real_in_bf16 = distiller.config.for_run(ds.image_size, "cpu").real_bf16 == "on"  # "auto" resolved
     distiller.step(0)  # warm-up (allocator, oneDNN primitives)
     loaded_gb = _rss_gb()
     _reset_peak_rss()  # from here VmHWM is the iteration loop's peak (data and models resident included)
@@ -180,7 +186,7 @@ def _child(args: argparse.Namespace) -> dict:
 
     def real_forward() -> None:
         with torch.inference_mode():  # chunked like the distillers (same result, bounded activation memory)
-            features_no_grad(net, real, bf16=args.bf16 != "off")
+            features_no_grad(net, real, bf16=real_in_bf16)
 
     # The synthetic passes in the groups the distiller uses (NCFM: whole classes, at most SYN_CHUNK decoded images
     # per forward/backward; DM: one batch), so the bare passes get the same cache behaviour as the iteration.
@@ -213,7 +219,7 @@ def _child(args: argparse.Namespace) -> dict:
         real_t.append(r)
         network.append(r + s + c)
     med = statistics.median
-    real_in_bf16 = args.bf16 in ("real", "all")  # the yardstick of the real forward: the matmul peak of its dtype
+    # the yardstick of the real forward: the matmul peak of the dtype it runs in
     peak = matmul_peak_gflops(CLOCK, torch.bfloat16 if real_in_bf16 else torch.float32)
     real_gflops = real.shape[0] * convnet_forward_flops(args.size) / med(real_t) / 1e9
     return {
@@ -266,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-mode", default="per-class", help="NCFM image steps: per-class or joint")
     parser.add_argument("--data", default="random", help="random (CIFAR-10 shape) or cifar10 (shared copy)")
     parser.add_argument("--methods", nargs="+", default=["ncfm", "dm"])
-    parser.add_argument("--bf16", choices=["off", "real", "all"], default="off",
-                        help="bfloat16 autocast for the real features (real) or every network pass (all); only "
-                             "faster on CPUs with native bf16 (AVX-512-BF16/AMX)")
+    parser.add_argument("--bf16", choices=["auto", "off", "real", "all"], default="auto",
+                        help="bfloat16 autocast: the library default (auto: the real features where bf16 is "
+                             "native), none (off), the real features (real) or every network pass (all)")
     parser.add_argument("--cf-bf16", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
                         help="NCFM config cf_bf16: real-side characteristic-function matmul in bfloat16 (default auto, "
                              "as the library; the flag alone = on)")

@@ -82,10 +82,12 @@ ROWS = {
 
 
 def expected_config(method: str, args: argparse.Namespace, ipc: int, overrides: dict, device) -> dict:
-    """The config a run of ``method`` records on ``device`` (``cf_bf16`` "auto" resolved as the run resolves it)."""
+    """The config a run of ``method`` records on ``device`` (``cf_bf16`` and ``real_bf16`` "auto" resolved as the
+    run resolves them)."""
     expected = config_dict(get_config(method, args.preset, dataset=args.dataset, ipc=ipc, **overrides))
-    if "cf_bf16" in expected:
-        expected["cf_bf16"] = resolve_native_bf16(expected["cf_bf16"], device)
+    for key in ("cf_bf16", "real_bf16"):
+        if key in expected:
+            expected[key] = resolve_native_bf16(expected[key], device, key)
     return expected
 
 

@@ -16,7 +16,8 @@ from datacomp.distillers.base import Job
 from datacomp.distillers.multiformation import decode, encode_mosaic, resolve_factor
 from datacomp.distillers.ncfm import NCFMDistiller, ncfm_loss
 from datacomp.distillers.pool import PoolSpec, build_pool
-from datacomp.distillers.presets import PRESETS, get_config, preset_differences, resolve_native_bf16
+from datacomp.distillers.presets import (PRESETS, config_dict, config_from_dict, get_config, preset_differences,
+                                        resolve_native_bf16)
 from datacomp.distillers import DistillResult, distill
 from datacomp.distillers.loop import DistillationDiverged
 from datacomp.errors import ConfigError, RunDirError
@@ -279,21 +280,23 @@ def test_chunked_and_bf16_real_features_match_one_batch() -> None:
     assert (half - whole).norm() / whole.norm() < 0.05
 
 
+@pytest.mark.parametrize("key", ["syn_bf16", "real_bf16"])
 @pytest.mark.parametrize("method", ["ncfm", "dm"])
-def test_bf16_synthetic_passes_give_the_same_update_direction(tiny, method: str) -> None:
-    """syn_bf16 only changes precision: the first image update points the same way as in float32."""
+def test_bf16_passes_give_the_same_update_direction(tiny, method: str, key: str) -> None:
+    """syn_bf16 / real_bf16 only change precision: the first image update points the same way as in float32."""
     name, pool_dir = tiny
     ds = load_dataset(name)
     job = Job(ds, list(range(NUM_CLASSES)), 1, "convnet-3-in", seed=3)
     updates = []
-    for syn_bf16 in (False, True):
+    for on in (False, True):
+        switches = {"real_bf16": "off", "syn_bf16": False, key: on}
         if method == "ncfm":
             cfg = get_config("ncfm", "cpu-quick", **{**TINY_NCFM, "sampler": "gaussian", "step_mode": "joint",
-                                                     "optimizer": "sgd", "momentum": 0.0, "syn_bf16": syn_bf16})
+                                                     "optimizer": "sgd", "momentum": 0.0, **switches})
             pool = build_pool(ds, PoolSpec("convnet-3-in", 1, 0, 0.01, 128), 1, root=pool_dir, progress=False)
             distiller = NCFMDistiller(cfg, job, pool)
         else:
-            cfg = get_config("dm", "cpu-quick", real_batch=12, syn_bf16=syn_bf16)
+            cfg = get_config("dm", "cpu-quick", real_batch=12, **switches)
             distiller = dm_module.DMDistiller(cfg, job)
         before = distiller.images.detach().clone()
         assert torch.isfinite(distiller.step(0)).all()
@@ -344,9 +347,52 @@ def test_run_writes_complete_run_directory(tiny, tmp_path: Path, method: str) ->
 
 @pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), (True, "on"), ("false", "off"), ("ON", "on"),
                                                  (0, "off")])
-def test_cf_bf16_accepts_auto_on_off_and_booleans(value, expected: str) -> None:
-    assert get_config("ncfm", "cpu-quick", cf_bf16=value).cf_bf16 == expected
-    assert all(get_config("ncfm", preset).cf_bf16 == "auto" for preset in PRESETS["ncfm"])
+@pytest.mark.parametrize(("method", "key"), [("ncfm", "cf_bf16"), ("ncfm", "real_bf16"), ("dm", "real_bf16")])
+def test_bf16_switches_accept_auto_on_off_and_booleans(method: str, key: str, value, expected: str) -> None:
+    assert getattr(get_config(method, "cpu-quick", **{key: value}), key) == expected
+    assert all(getattr(get_config(method, preset), key) == "auto" for preset in PRESETS[method])
+
+
+@pytest.mark.parametrize("method", ["ncfm", "dm"])
+def test_real_bf16_switch_rejects_other_words(method: str) -> None:
+    with pytest.raises(ConfigError, match="real_bf16 must be auto, on or off"):
+        get_config(method, "cpu-quick", real_bf16="maybe")
+
+
+@pytest.mark.parametrize("method", ["ncfm", "dm"])
+def test_records_without_real_bf16_or_with_a_bool_read_as_what_ran(method: str) -> None:
+    stored = config_dict(get_config(method, "cpu-quick"))
+    del stored["real_bf16"]  # written before the field existed: those runs computed features in float32
+    assert config_from_dict(method, stored).real_bf16 == "off"
+    assert config_from_dict(method, {**stored, "real_bf16": False}).real_bf16 == "off"
+    assert config_from_dict(method, {**stored, "real_bf16": True}).real_bf16 == "on"
+
+
+@pytest.mark.parametrize("method", ["ncfm", "dm"])
+def test_real_bf16_is_recorded_resolved(monkeypatch, method: str) -> None:
+    import datacomp.runtime
+
+    for cpu_bf16 in (False, True):
+        monkeypatch.setattr(datacomp.runtime, "_cpu_bf16", cpu_bf16)
+        cfg = get_config(method, "cpu-quick").for_run((8, 8), "cpu")
+        assert cfg.real_bf16 == ("on" if cpu_bf16 else "off")
+
+
+@pytest.mark.parametrize("method", ["ncfm", "dm"])
+def test_a_distiller_built_directly_resolves_real_bf16(tiny, monkeypatch, method: str) -> None:
+    """Not only distill(): a Distiller made from an ``auto`` config runs (and reports) the resolved switch."""
+    import datacomp.runtime
+
+    monkeypatch.setattr(datacomp.runtime, "_cpu_bf16", True)
+    name, pool_dir = tiny
+    ds = load_dataset(name)
+    job = Job(ds, list(range(NUM_CLASSES)), 1, "convnet-3-in", seed=0)
+    if method == "ncfm":
+        pool = build_pool(ds, PoolSpec("convnet-3-in", 1, 0, 0.01, 128), 1, root=pool_dir, progress=False)
+        distiller = NCFMDistiller(get_config("ncfm", "cpu-quick", **TINY_NCFM), job, pool)
+    else:
+        distiller = dm_module.DMDistiller(get_config("dm", "cpu-quick", real_batch=12), job)
+    assert distiller.config.real_bf16 == "on"
 
 
 @pytest.mark.parametrize("cpu_bf16", [False, True])

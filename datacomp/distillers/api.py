@@ -134,7 +134,7 @@ def _config_for(method: str, preset: str, ds: ImageDataset, ipc: int, overrides:
                 ctx: Context, snapshot_at: tuple[int, ...] = ()):
     """The method's config as it will run; every request check that needs no work."""
     cfg = get_config(method, preset, dataset=ds.name, ipc=int(ipc) if is_int(ipc) else None, **overrides)
-    cfg = cfg.for_run(ds.image_size, ctx.device)  # recorded as it runs: factor and cf_bf16 "auto" resolved
+    cfg = cfg.for_run(ds.image_size, ctx.device)  # recorded as it runs: factor, cf_bf16 and real_bf16 "auto" resolved
     check_int_at_least(ipc, "ipc", 1, " (stored images per class)")
     smallest = int(ds.class_counts.min())
     if ipc > smallest:

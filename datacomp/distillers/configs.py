@@ -69,7 +69,10 @@ class NCFMConfig:
         pool_lr: Pool SGD learning rate.
         pool_batch: Pool batch size.
         plateau_patience: ReduceLROnPlateau (factor 0.5) patience in iterations on the mean loss; 0 = off.
-        real_bf16: Real-image features under bfloat16 autocast (opt-in; only faster with native bf16 hardware).
+        real_bf16: ``auto`` (default), ``on`` or ``off``: the real images' feature forward (no gradient) under
+            bfloat16 autocast; ``auto`` = on where the device multiplies bfloat16 natively (as ``cf_bf16``). Features
+            move by ~0.6 % relative; the forward takes 0.38x the float32 time on an AVX-512-BF16 CPU. Accuracy at
+            equal iterations: ``benchmarks/results/real_bf16_accuracy.md``.
         syn_bf16: Synthetic-image network passes (forward and backward to the pixels) under bfloat16 autocast;
             the loss and the pixels stay float32 (opt-in; only faster with native bf16 hardware).
         cf_bf16: ``auto`` (default), ``on`` or ``off``: the real features' characteristic-function projection
@@ -110,21 +113,23 @@ class NCFMConfig:
     pool_lr: float = 0.01
     pool_batch: int = 128
     plateau_patience: int = 500
-    real_bf16: bool = False
+    real_bf16: str = "auto"
     syn_bf16: bool = False
     cf_bf16: str = "auto"
 
     method = "ncfm"
 
     def for_run(self, image_size: tuple[int, int], device: Any) -> "NCFMConfig":
-        """The config as it runs on images of ``image_size`` on ``device``: ``factor`` 0 (auto) and ``cf_bf16``
-        ``auto`` resolved (what a run records)."""
+        """The config as it runs on images of ``image_size`` on ``device``: ``factor`` 0 (auto), ``cf_bf16`` and
+        ``real_bf16`` ``auto`` resolved (what a run records)."""
         return dataclasses.replace(self, factor=resolve_factor(self.factor, image_size),
-                                   cf_bf16=resolve_native_bf16(self.cf_bf16, device))
+                                   cf_bf16=resolve_native_bf16(self.cf_bf16, device, "cf_bf16"),
+                                   real_bf16=resolve_native_bf16(self.real_bf16, device, "real_bf16"))
 
     def __post_init__(self) -> None:
         _validate_common(self)
         object.__setattr__(self, "cf_bf16", switch_value(self.cf_bf16, "cf_bf16"))
+        object.__setattr__(self, "real_bf16", switch_value(self.real_bf16, "real_bf16"))
         _check(self.optimizer in ("adamw", "sgd"), f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         _check(self.step_mode in ("per-class", "joint"),
                f"step_mode must be 'per-class' or 'joint', got {self.step_mode!r}")
@@ -164,7 +169,10 @@ class DMConfig:
         real_batch: Random real images per class per iteration (capped at the class size).
         init: ``real`` (random real images) or ``noise``.
         augment: DSA strategy (siamese: one seed per class); ``auto`` = no flip for digit datasets.
-        real_bf16: Real-image features under bfloat16 autocast (opt-in; only faster with native bf16 hardware).
+        real_bf16: ``auto`` (default), ``on`` or ``off``: the real images' feature forward (no gradient) under
+            bfloat16 autocast; ``auto`` = on where the device multiplies bfloat16 natively (as ``cf_bf16``). Features
+            move by ~0.6 % relative; the forward takes 0.38x the float32 time on an AVX-512-BF16 CPU. Accuracy at
+            equal iterations: ``benchmarks/results/real_bf16_accuracy.md``.
         syn_bf16: Synthetic-image network passes (forward and backward to the pixels) under bfloat16 autocast;
             the loss and the pixels stay float32 (opt-in; only faster with native bf16 hardware).
     """
@@ -176,17 +184,18 @@ class DMConfig:
     init: str = "real"
     augment: str = "auto"
     factor: int = 1
-    real_bf16: bool = False
+    real_bf16: str = "auto"
     syn_bf16: bool = False
 
     method = "dm"
 
     def for_run(self, image_size: tuple[int, int], device: Any) -> "DMConfig":
-        """The config as it runs (nothing to resolve)."""
-        return self
+        """The config as it runs on ``device``: ``real_bf16`` ``auto`` resolved (what a run records)."""
+        return dataclasses.replace(self, real_bf16=resolve_native_bf16(self.real_bf16, device, "real_bf16"))
 
     def __post_init__(self) -> None:
         _validate_common(self)
+        object.__setattr__(self, "real_bf16", switch_value(self.real_bf16, "real_bf16"))
         _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
         _check(self.init in ("real", "noise"), f"init must be 'real' or 'noise', got {self.init!r}")
         _check(self.factor == 1, "DM has no multi-formation: factor must be 1")
@@ -225,10 +234,10 @@ def switch_value(value: Any, key: str) -> str:
     raise ConfigError(f"{key} must be auto, on or off (or true/false), got {value!r}")
 
 
-def resolve_native_bf16(value: str, device: Any) -> str:
-    """A bfloat16 switch (``cf_bf16``): ``auto`` -> ``on`` where ``device`` multiplies bfloat16 natively, else
-    ``off``; ``on``/``off`` unchanged."""
-    value = switch_value(value, "cf_bf16")
+def resolve_native_bf16(value: str, device: Any, key: str = "cf_bf16") -> str:
+    """A bfloat16 switch (``cf_bf16``, ``real_bf16``): ``auto`` -> ``on`` where ``device`` multiplies bfloat16
+    natively, else ``off``; ``on``/``off`` unchanged."""
+    value = switch_value(value, key)
     if value != "auto":
         return value
     return "on" if native_bf16(device) else "off"

@@ -33,6 +33,7 @@ class DMDistiller(Distiller):
     space = "normalized"
 
     def __init__(self, config: DMConfig, job: Job) -> None:
+        config = config.for_run(job.dataset.image_size, job.ctx.device)  # real_bf16 "auto" resolved
         super().__init__(config, job)
         self.real_n = min(config.real_batch, self.real_count)
         strategy = dsa_strategy_for(self.dataset.name) if config.augment == "auto" else config.augment
@@ -74,7 +75,7 @@ class DMDistiller(Distiller):
                 syn = self.augment(syn, seed=seeds[index])
             real_aug.append(real)
             syn_aug.append(syn)
-        real_features = features_no_grad(net, torch.cat(real_aug), bf16=self.config.real_bf16)
+        real_features = features_no_grad(net, torch.cat(real_aug), bf16=self.config.real_bf16 == "on")
         syn = torch.cat(syn_aug)
         with autocast_bf16(syn, self.config.syn_bf16):
             syn_features = net.forward_features(syn).float()

@@ -194,7 +194,7 @@ class NCFMDistiller(Distiller):
         with torch.no_grad():
             real_aug = [self._augment_views(r, seeds[i]) for i, r in enumerate(real_batches)]
         real_features = self.class_blocks(
-            features_no_grad(self.match_net, torch.cat(real_aug), bf16=cfg.real_bf16), self.real_n)
+            features_no_grad(self.match_net, torch.cat(real_aug), bf16=cfg.real_bf16 == "on"), self.real_n)
 
         # Synthetic side in class groups: the loss is a sum over classes, so accumulating each group's backward
         # gives exactly the full gradient while only one group's activations are alive. One backward per group
