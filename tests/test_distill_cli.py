@@ -252,6 +252,25 @@ def _collect(stream, chunks: list[str]) -> None:
         chunks.append(data.decode(errors="replace"))
 
 
+def _sigterm_when(flags: list[str], ready) -> tuple[int, str]:
+    """Run ``datacomp distill FLAGS``, send SIGTERM once ``ready(stderr so far)`` holds; exit status and stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "datacomp", "distill", *flags], cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    chunks: list[str] = []
+    reader = threading.Thread(target=_collect, args=(proc.stderr, chunks), daemon=True)
+    reader.start()
+    deadline = time.time() + 120
+    while not ready("".join(chunks)):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"not ready within 120 s: {''.join(chunks)[-2000:]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    return proc.returncode, "".join(chunks)
+
+
 @pytest.mark.slow
 def test_cli_interrupt_prints_the_resume_command(tiny, tmp_path: Path) -> None:
     """SIGTERM during the iterations: a checkpoint, the exact command to continue, exit 143, no traceback."""
@@ -259,22 +278,8 @@ def test_cli_interrupt_prints_the_resume_command(tiny, tmp_path: Path) -> None:
     assert main(_flags(tiny, tmp_path / "warm", 1, 1)) == 0  # the pool is cached: the next run iterates at once
     # Without --quiet: the progress bar on stderr says when the first iteration is done (the handlers are set).
     flags = [f for f in _flags(tiny, out, 100000, 100000, ("--set", "alpha=0.4")) if f != "--quiet"]
-    cmd = [sys.executable, "-m", "datacomp", "distill", *flags]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    chunks: list[str] = []
-    reader = threading.Thread(target=_collect, args=(proc.stderr, chunks), daemon=True)
-    reader.start()
-    deadline = time.time() + 120
-    while not re.search(r"\b[1-9]\d*/100000", "".join(chunks)):  # started, iterating
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"no iteration within 120 s: {''.join(chunks)[-2000:]}")
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-    reader.join(timeout=30)
-    err = "".join(chunks)
-    assert proc.returncode == 143, err[-2000:]
+    code, err = _sigterm_when(flags, lambda text: re.search(r"\b[1-9]\d*/100000", text))  # started, iterating
+    assert code == 143, err[-2000:]
     assert "Traceback" not in err and "SIGTERM received: stopped after iteration" in err
     resume = err.split("Continue with: ")[1].strip()
     assert resume.startswith("datacomp distill --method ncfm") and resume.endswith("--resume")
@@ -289,22 +294,8 @@ def test_cli_sigterm_during_pool_training_stops_cleanly(tiny, tmp_path: Path) ->
     pool_dir = tmp_path / "pool"
     flags = [f for f in _flags((name, str(pool_dir)), tmp_path / "out", 2, 1, ("--set", "pool_epochs=100000"))
              if f != "--quiet"]
-    proc = subprocess.Popen([sys.executable, "-m", "datacomp", "distill", *flags], cwd=REPO, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    chunks: list[str] = []
-    reader = threading.Thread(target=_collect, args=(proc.stderr, chunks), daemon=True)
-    reader.start()
-    deadline = time.time() + 120
-    while "pool member 0" not in "".join(chunks):  # the first pool network is training
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"no pool training within 120 s: {''.join(chunks)[-2000:]}")
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-    reader.join(timeout=30)
-    err = "".join(chunks)
-    assert proc.returncode == 143, err[-2000:]
+    code, err = _sigterm_when(flags, lambda text: "pool member 0" in text)  # the first pool network is training
+    assert code == 143, err[-2000:]
     assert "Traceback" not in err and "SIGTERM received outside the iterations" in err
     assert err.split("Continue with: ")[1].strip().endswith("--resume")
     assert not [p for p in pool_dir.rglob("*") if p.is_file()]  # no member file, no temp file
