@@ -173,7 +173,7 @@ def _child(args: argparse.Namespace) -> dict:
         distiller = DMDistiller(cfg, Job(ds, classes, args.ipc, model, seed=0))
         reference = _reference_loop(args, ds)
         decoded = args.ipc
-    real_in_bf16 = distiller.config.for_run(ds.image_size, "cpu").real_bf16 == "on"  # "auto" resolved
+    real_in_bf16 = distiller.config.real_bf16 == "on"  # resolved when the distiller was built
     distiller.step(0)  # warm-up (allocator, oneDNN primitives)
     loaded_gb = _rss_gb()
     _reset_peak_rss()  # from here VmHWM is the iteration loop's peak (data and models resident included)
