@@ -164,10 +164,27 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python benchmarks/compress_report.py RESULTS.json")
+def main(argv: list[str]) -> int:
+    """Print the Markdown of one stored results file; bad input: one line on stderr, exit status 2."""
+    if len(argv) != 1:
+        print("usage: python benchmarks/compress_report.py RESULTS.json", file=sys.stderr)
+        return 2
+    path = Path(argv[0])
     try:
-        sys.stdout.write(markdown(json.loads(Path(sys.argv[1]).read_text())))
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        print(f"compress_report.py: cannot read {path} as JSON ({err}); pass a compress_table.py results file",
+              file=sys.stderr)
+        return 2
+    try:
+        text = markdown(doc)
     except KeyError as err:
-        sys.exit(f"compress_report.py: {sys.argv[1]} lacks {err}: written by an older compress_table.py; rerun it")
+        print(f"compress_report.py: {path} lacks {err}: written by an older compress_table.py; rerun it",
+              file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -213,3 +213,26 @@ def test_stored_results_render_to_their_committed_markdown(stem: str) -> None:
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     doc = json.loads((results / f"{stem}.json").read_text())
     assert report.markdown(doc) == (results / f"{stem}.md").read_text()
+
+
+def test_report_of_an_older_results_file_names_the_fix(tmp_path, capsys) -> None:
+    report = load_benchmark("compress_report")
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    doc = json.loads((results / "compress_cifar10_convnet-3-in.json").read_text())
+    del doc["stage_rows"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc))
+    assert report.main([str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "lacks 'stage_rows'" in err and "rerun it" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "bad.json").write_text("{not json")
+    assert report.main([str(tmp_path / "bad.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert report.main([]) == 2
+
+
+def test_report_main_prints_the_markdown(capsys) -> None:
+    report = load_benchmark("compress_report")
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    assert report.main([str(results / "compress_cifar10_convnet-3-in.json")]) == 0
+    assert capsys.readouterr().out == (results / "compress_cifar10_convnet-3-in.md").read_text()
