@@ -91,9 +91,13 @@ def _rss_gb() -> float:
     return float("nan")
 
 
-def _real_switch(args: argparse.Namespace) -> str:
-    """The ``real_bf16`` setting of ``--bf16``: auto (the library default), on or off."""
-    return {"auto": "auto", "off": "off"}.get(args.bf16, "on")
+def _bf16_switches(args: argparse.Namespace, method: str) -> dict[str, str]:
+    """The ``real_bf16`` / ``syn_bf16`` settings of ``--bf16``: ``auto`` = the method's defaults, ``off`` = float32
+    passes, ``real`` = the real forward in bf16, ``all`` = the synthetic passes too."""
+    if args.bf16 == "auto":
+        defaults = get_config(method, "paper")
+        return {"real_bf16": defaults.real_bf16, "syn_bf16": defaults.syn_bf16}
+    return {"real_bf16": "off" if args.bf16 == "off" else "on", "syn_bf16": "on" if args.bf16 == "all" else "off"}
 
 
 def _reset_peak_rss() -> None:
@@ -158,8 +162,8 @@ def _child(args: argparse.Namespace) -> dict:
     classes = list(range(10))
     if args.child == "ncfm":
         cfg = get_config("ncfm", "official", real_batch=args.real_batch, num_freqs=args.num_freqs,
-                         step_mode=args.step_mode, real_sampling="random", real_bf16=_real_switch(args),
-                         syn_bf16=args.bf16 == "all", cf_bf16=args.cf_bf16)
+                         step_mode=args.step_mode, real_sampling="random", cf_bf16=args.cf_bf16,
+                         **_bf16_switches(args, "ncfm"))
         net = create_model(model, 3, 10, ds.image_size)
         state = {k: v.clone() for k, v in net.state_dict().items()}
         # Speed does not depend on the weights: one untrained member stands in for the trained pool.
@@ -168,8 +172,7 @@ def _child(args: argparse.Namespace) -> dict:
         reference = _reference_loop(args, ds)
         decoded = args.ipc * distiller.config.factor**2  # the resolved factor (presets say 0 = auto)
     else:
-        cfg = get_config("dm", "paper", real_batch=args.real_batch, real_bf16=_real_switch(args),
-                         syn_bf16=args.bf16 == "all")
+        cfg = get_config("dm", "paper", real_batch=args.real_batch, **_bf16_switches(args, "dm"))
         distiller = DMDistiller(cfg, Job(ds, classes, args.ipc, model, seed=0))
         reference = _reference_loop(args, ds)
         decoded = args.ipc
@@ -197,7 +200,7 @@ def _child(args: argparse.Namespace) -> dict:
 
     def syn_pass(head: bool = False) -> None:
         for part in syn.split(group_sizes):
-            with autocast_bf16(part, args.bf16 == "all"):
+            with autocast_bf16(part, distiller.config.syn_bf16 == "on"):
                 out = net(part) if head else net.forward_features(part)
             out.float().sum().backward()
 

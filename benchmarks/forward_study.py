@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         -1, 3, args.size, args.size).contiguous()
     rows = _variants(real, args.chunk)
     released = ReleasedDM([ds.normalize(ds.train_x[ds.train_y == k]) for k in range(10)], args.ipc, args.real_batch)
-    cfg = get_config("dm", "paper", real_batch=args.real_batch, real_bf16=False, syn_bf16=False)
+    cfg = get_config("dm", "paper", real_batch=args.real_batch, real_bf16="off", syn_bf16="off")
     ours = DMDistiller(cfg, Job(ds, list(range(10)), args.ipc, "convnet-3-in", seed=0))
     loops = {"released DM iteration (plain restatement)": released.step,
              "datacomp DM iteration": lambda: ours.step(1)}

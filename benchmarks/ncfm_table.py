@@ -39,7 +39,7 @@ from pathlib import Path
 
 from datacomp.cost import save_json
 from datacomp.distillers import distill
-from datacomp.distillers.configs import resolve_native_bf16
+from datacomp.distillers.configs import BF16_SWITCHES, resolve_native_bf16
 from datacomp.distillers.presets import config_dict, config_from_dict, get_config
 from datacomp.evaluation import get_protocol
 from datacomp.io import atomic_write
@@ -82,10 +82,10 @@ ROWS = {
 
 
 def expected_config(method: str, args: argparse.Namespace, ipc: int, overrides: dict, device) -> dict:
-    """The config a run of ``method`` records on ``device`` (``cf_bf16`` and ``real_bf16`` "auto" resolved as the
-    run resolves them)."""
+    """The config a run of ``method`` records on ``device`` (the bfloat16 switches' "auto" resolved as the run
+    resolves them)."""
     expected = config_dict(get_config(method, args.preset, dataset=args.dataset, ipc=ipc, **overrides))
-    for key in ("cf_bf16", "real_bf16"):
+    for key in BF16_SWITCHES:
         if key in expected:
             expected[key] = resolve_native_bf16(expected[key], device, key)
     return expected

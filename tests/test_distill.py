@@ -289,7 +289,7 @@ def test_bf16_passes_give_the_same_update_direction(tiny, method: str, key: str)
     job = Job(ds, list(range(NUM_CLASSES)), 1, "convnet-3-in", seed=3)
     updates = []
     for on in (False, True):
-        switches = {"real_bf16": "off", "syn_bf16": False, key: on}
+        switches = {"real_bf16": "off", "syn_bf16": "off", key: on}
         if method == "ncfm":
             cfg = get_config("ncfm", "cpu-quick", **{**TINY_NCFM, "sampler": "gaussian", "step_mode": "joint",
                                                      "optimizer": "sgd", "momentum": 0.0, **switches})
@@ -347,35 +347,45 @@ def test_run_writes_complete_run_directory(tiny, tmp_path: Path, method: str) ->
 
 @pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), (True, "on"), ("false", "off"), ("ON", "on"),
                                                  (0, "off")])
-@pytest.mark.parametrize(("method", "key"), [("ncfm", "cf_bf16"), ("ncfm", "real_bf16"), ("dm", "real_bf16")])
+@pytest.mark.parametrize(("method", "key"), [("ncfm", "cf_bf16"), ("ncfm", "real_bf16"), ("ncfm", "syn_bf16"),
+                                             ("dm", "real_bf16"), ("dm", "syn_bf16")])
 def test_bf16_switches_accept_auto_on_off_and_booleans(method: str, key: str, value, expected: str) -> None:
     assert getattr(get_config(method, "cpu-quick", **{key: value}), key) == expected
-    assert all(getattr(get_config(method, preset), key) == "auto" for preset in PRESETS[method])
 
 
+@pytest.mark.parametrize(("method", "key", "default"), [("ncfm", "cf_bf16", "auto"), ("ncfm", "real_bf16", "auto"),
+                                                        ("ncfm", "syn_bf16", "off"), ("dm", "real_bf16", "auto"),
+                                                        ("dm", "syn_bf16", "off")])
+def test_bf16_switch_defaults_in_every_preset(method: str, key: str, default: str) -> None:
+    assert all(getattr(get_config(method, preset), key) == default for preset in PRESETS[method])
+
+
+@pytest.mark.parametrize("key", ["real_bf16", "syn_bf16"])
 @pytest.mark.parametrize("method", ["ncfm", "dm"])
-def test_real_bf16_switch_rejects_other_words(method: str) -> None:
-    with pytest.raises(ConfigError, match="real_bf16 must be auto, on or off"):
-        get_config(method, "cpu-quick", real_bf16="maybe")
+def test_bf16_switch_rejects_other_words(method: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"{key} must be auto, on or off"):
+        get_config(method, "cpu-quick", **{key: "maybe"})
 
 
+@pytest.mark.parametrize("key", ["real_bf16", "syn_bf16"])
 @pytest.mark.parametrize("method", ["ncfm", "dm"])
-def test_records_without_real_bf16_or_with_a_bool_read_as_what_ran(method: str) -> None:
+def test_records_without_a_bf16_switch_or_with_a_bool_read_as_what_ran(method: str, key: str) -> None:
     stored = config_dict(get_config(method, "cpu-quick"))
-    del stored["real_bf16"]  # written before the field existed: those runs computed features in float32
-    assert config_from_dict(method, stored).real_bf16 == "off"
-    assert config_from_dict(method, {**stored, "real_bf16": False}).real_bf16 == "off"
-    assert config_from_dict(method, {**stored, "real_bf16": True}).real_bf16 == "on"
+    del stored[key]  # written before the field existed (or was a switch): those runs were float32 there
+    assert getattr(config_from_dict(method, stored), key) == "off"
+    assert getattr(config_from_dict(method, {**stored, key: False}), key) == "off"
+    assert getattr(config_from_dict(method, {**stored, key: True}), key) == "on"
 
 
+@pytest.mark.parametrize("key", ["real_bf16", "syn_bf16"])
 @pytest.mark.parametrize("method", ["ncfm", "dm"])
-def test_real_bf16_is_recorded_resolved(monkeypatch, method: str) -> None:
+def test_bf16_switches_are_recorded_resolved(monkeypatch, method: str, key: str) -> None:
     import datacomp.runtime
 
     for cpu_bf16 in (False, True):
         monkeypatch.setattr(datacomp.runtime, "_cpu_bf16", cpu_bf16)
-        cfg = get_config(method, "cpu-quick").for_run((8, 8), "cpu")
-        assert cfg.real_bf16 == ("on" if cpu_bf16 else "off")
+        cfg = get_config(method, "cpu-quick", **{key: "auto"}).for_run((8, 8), "cpu")
+        assert getattr(cfg, key) == ("on" if cpu_bf16 else "off")
 
 
 @pytest.mark.parametrize("method", ["ncfm", "dm"])

@@ -73,8 +73,9 @@ class NCFMConfig:
             bfloat16 autocast; ``auto`` = on where the device multiplies bfloat16 natively (as ``cf_bf16``). Features
             move by ~0.6 % relative; the forward takes 0.38x the float32 time on an AVX-512-BF16 CPU. Accuracy at
             equal iterations: ``benchmarks/results/real_bf16_accuracy.md``.
-        syn_bf16: Synthetic-image network passes (forward and backward to the pixels) under bfloat16 autocast;
-            the loss and the pixels stay float32 (opt-in; only faster with native bf16 hardware).
+        syn_bf16: ``auto``, ``on`` or ``off`` (default): the synthetic images' network passes (forward and
+            backward to the pixels) under bfloat16 autocast; the loss and the pixels stay float32. ``auto`` = on
+            where the device multiplies bfloat16 natively (emulated bfloat16 is slower than float32).
         cf_bf16: ``auto`` (default), ``on`` or ``off``: the real features' characteristic-function projection
             (N real x K frequencies x d, the loss's largest matmul, no gradient to the pixels) in bfloat16, cos/sin
             and means in float32. ``auto`` = on where the device multiplies bfloat16 natively
@@ -114,22 +115,20 @@ class NCFMConfig:
     pool_batch: int = 128
     plateau_patience: int = 500
     real_bf16: str = "auto"
-    syn_bf16: bool = False
+    syn_bf16: str = "off"
     cf_bf16: str = "auto"
 
     method = "ncfm"
 
     def for_run(self, image_size: tuple[int, int], device: Any) -> "NCFMConfig":
-        """The config as it runs on images of ``image_size`` on ``device``: ``factor`` 0 (auto), ``cf_bf16`` and
-        ``real_bf16`` ``auto`` resolved (what a run records)."""
-        return dataclasses.replace(self, factor=resolve_factor(self.factor, image_size),
-                                   cf_bf16=resolve_native_bf16(self.cf_bf16, device, "cf_bf16"),
-                                   real_bf16=resolve_native_bf16(self.real_bf16, device, "real_bf16"))
+        """The config as it runs on images of ``image_size`` on ``device``: ``factor`` 0 (auto) and the bfloat16
+        switches' ``auto`` resolved (what a run records)."""
+        switches = {key: resolve_native_bf16(getattr(self, key), device, key) for key in BF16_SWITCHES}
+        return dataclasses.replace(self, factor=resolve_factor(self.factor, image_size), **switches)
 
     def __post_init__(self) -> None:
         _validate_common(self)
-        object.__setattr__(self, "cf_bf16", switch_value(self.cf_bf16, "cf_bf16"))
-        object.__setattr__(self, "real_bf16", switch_value(self.real_bf16, "real_bf16"))
+        _normalise_switches(self)
         _check(self.optimizer in ("adamw", "sgd"), f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         _check(self.step_mode in ("per-class", "joint"),
                f"step_mode must be 'per-class' or 'joint', got {self.step_mode!r}")
@@ -173,8 +172,9 @@ class DMConfig:
             bfloat16 autocast; ``auto`` = on where the device multiplies bfloat16 natively (as ``cf_bf16``). Features
             move by ~0.6 % relative; the forward takes 0.38x the float32 time on an AVX-512-BF16 CPU. Accuracy at
             equal iterations: ``benchmarks/results/real_bf16_accuracy.md``.
-        syn_bf16: Synthetic-image network passes (forward and backward to the pixels) under bfloat16 autocast;
-            the loss and the pixels stay float32 (opt-in; only faster with native bf16 hardware).
+        syn_bf16: ``auto``, ``on`` or ``off`` (default): the synthetic images' network passes (forward and
+            backward to the pixels) under bfloat16 autocast; the loss and the pixels stay float32. ``auto`` = on
+            where the device multiplies bfloat16 natively (emulated bfloat16 is slower than float32).
     """
 
     iterations: int = 20000
@@ -185,17 +185,18 @@ class DMConfig:
     augment: str = "auto"
     factor: int = 1
     real_bf16: str = "auto"
-    syn_bf16: bool = False
+    syn_bf16: str = "off"
 
     method = "dm"
 
     def for_run(self, image_size: tuple[int, int], device: Any) -> "DMConfig":
-        """The config as it runs on ``device``: ``real_bf16`` ``auto`` resolved (what a run records)."""
-        return dataclasses.replace(self, real_bf16=resolve_native_bf16(self.real_bf16, device, "real_bf16"))
+        """The config as it runs on ``device``: the bfloat16 switches' ``auto`` resolved (what a run records)."""
+        return dataclasses.replace(self, **{key: resolve_native_bf16(getattr(self, key), device, key)
+                                            for key in BF16_SWITCHES if hasattr(self, key)})
 
     def __post_init__(self) -> None:
         _validate_common(self)
-        object.__setattr__(self, "real_bf16", switch_value(self.real_bf16, "real_bf16"))
+        _normalise_switches(self)
         _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
         _check(self.init in ("real", "noise"), f"init must be 'real' or 'noise', got {self.init!r}")
         _check(self.factor == 1, "DM has no multi-formation: factor must be 1")
@@ -220,6 +221,7 @@ class RandomConfig:
 
 
 _ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+BF16_SWITCHES = ("cf_bf16", "real_bf16", "syn_bf16")  # auto/on/off settings; "auto" = on where bf16 is native
 
 
 def switch_value(value: Any, key: str) -> str:
@@ -235,12 +237,19 @@ def switch_value(value: Any, key: str) -> str:
 
 
 def resolve_native_bf16(value: str, device: Any, key: str = "cf_bf16") -> str:
-    """A bfloat16 switch (``cf_bf16``, ``real_bf16``): ``auto`` -> ``on`` where ``device`` multiplies bfloat16
-    natively, else ``off``; ``on``/``off`` unchanged."""
+    """A bfloat16 switch (``cf_bf16``, ``real_bf16``, ``syn_bf16``): ``auto`` -> ``on`` where ``device`` multiplies
+    bfloat16 natively, else ``off``; ``on``/``off`` unchanged."""
     value = switch_value(value, key)
     if value != "auto":
         return value
     return "on" if native_bf16(device) else "off"
+
+
+def _normalise_switches(cfg: Any) -> None:
+    """Spell every bfloat16 switch of ``cfg`` as auto/on/off (booleans from older records included)."""
+    for key in BF16_SWITCHES:
+        if hasattr(cfg, key):
+            object.__setattr__(cfg, key, switch_value(getattr(cfg, key), key))
 
 
 def _validate_common(cfg: Any) -> None:

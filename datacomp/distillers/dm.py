@@ -77,7 +77,7 @@ class DMDistiller(Distiller):
             syn_aug.append(syn)
         real_features = features_no_grad(net, torch.cat(real_aug), bf16=self.config.real_bf16 == "on")
         syn = torch.cat(syn_aug)
-        with autocast_bf16(syn, self.config.syn_bf16):
+        with autocast_bf16(syn, self.config.syn_bf16 == "on"):
             syn_features = net.forward_features(syn).float()
         losses = mean_embedding_loss(self.class_blocks(real_features, self.real_n),
                                      self.class_blocks(syn_features, self.ipc))

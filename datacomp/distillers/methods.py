@@ -54,7 +54,7 @@ DISTILLERS.add(
                                 pool_size=2, pool_epochs=1, pool_min_steps=300, plateau_patience=0),
     },
     adjustments={"cpu-quick": {"digits": {"lr_img": 1e-2}, ("digits", 1): {"lr_img": 5e-3}}},
-    before_recorded={"cf_bf16": "off", "real_bf16": "off"},
+    before_recorded={"cf_bf16": "off", "real_bf16": "off", "syn_bf16": "off"},
     baseline=True,
 )
 
@@ -64,7 +64,7 @@ DISTILLERS.add(
     config=DMConfig,
     presets={"paper": DMConfig(), "official": DMConfig(), "cpu-quick": DMConfig(iterations=80)},
     adjustments={},
-    before_recorded={"real_bf16": "off"},
+    before_recorded={"real_bf16": "off", "syn_bf16": "off"},
     baseline=True,
 )
 

@@ -210,7 +210,7 @@ class NCFMDistiller(Distiller):
             blocks = syn.reshape(len(group), decoded_per_class, *syn.shape[1:])
             syn_aug = torch.cat([self.augment(blocks[k], seed=s) if self.augment is not None else blocks[k]
                                  for k, i in enumerate(group) for s in seeds[i]])
-            with autocast_bf16(syn_aug, cfg.syn_bf16):
+            with autocast_bf16(syn_aug, cfg.syn_bf16 == "on"):
                 syn_features = self.match_net.forward_features(syn_aug)
             syn_features = syn_features.float().reshape(len(group), cfg.views * decoded_per_class, -1)
             group_losses = ncfm_loss(real_features[group.start : group.stop], syn_features, freqs_leaf,
@@ -260,7 +260,7 @@ class NCFMDistiller(Distiller):
                 decoded_per_class)
             # Sum over classes of the per-class mean CE (the released code's per-class loss), so it does not depend
             # on how classes are split between processes or groups.
-            with autocast_bf16(augmented, self.config.syn_bf16):
+            with autocast_bf16(augmented, self.config.syn_bf16 == "on"):
                 logits = self.calib_net(augmented)
             loss = F.cross_entropy(logits.float(), labels, reduction="sum") / decoded_per_class
             (loss * self.config.calibration_weight).backward()
