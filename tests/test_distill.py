@@ -354,7 +354,7 @@ def test_bf16_switches_accept_auto_on_off_and_booleans(method: str, key: str, va
 
 
 @pytest.mark.parametrize(("method", "key", "default"), [("ncfm", "cf_bf16", "auto"), ("ncfm", "real_bf16", "auto"),
-                                                        ("ncfm", "syn_bf16", "off"), ("dm", "real_bf16", "auto"),
+                                                        ("ncfm", "syn_bf16", "auto"), ("dm", "real_bf16", "auto"),
                                                         ("dm", "syn_bf16", "off")])
 def test_bf16_switch_defaults_in_every_preset(method: str, key: str, default: str) -> None:
     assert all(getattr(get_config(method, preset), key) == default for preset in PRESETS[method])
