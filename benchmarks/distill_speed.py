@@ -91,12 +91,11 @@ def _rss_gb() -> float:
     return float("nan")
 
 
-def _bf16_switches(args: argparse.Namespace, method: str) -> dict[str, str]:
-    """The ``real_bf16`` / ``syn_bf16`` settings of ``--bf16``: ``auto`` = the method's defaults, ``off`` = float32
-    passes, ``real`` = the real forward in bf16, ``all`` = the synthetic passes too."""
+def _bf16_switches(args: argparse.Namespace) -> dict[str, str]:
+    """The ``real_bf16`` / ``syn_bf16`` settings of ``--bf16``: ``auto`` = the method's defaults (no override),
+    ``off`` = float32 passes, ``real`` = the real forward in bf16, ``all`` = the synthetic passes too."""
     if args.bf16 == "auto":
-        defaults = get_config(method, "paper")
-        return {"real_bf16": defaults.real_bf16, "syn_bf16": defaults.syn_bf16}
+        return {}
     return {"real_bf16": "off" if args.bf16 == "off" else "on", "syn_bf16": "on" if args.bf16 == "all" else "off"}
 
 
@@ -163,7 +162,7 @@ def _child(args: argparse.Namespace) -> dict:
     if args.child == "ncfm":
         cfg = get_config("ncfm", "official", real_batch=args.real_batch, num_freqs=args.num_freqs,
                          step_mode=args.step_mode, real_sampling="random", cf_bf16=args.cf_bf16,
-                         **_bf16_switches(args, "ncfm"))
+                         **_bf16_switches(args))
         net = create_model(model, 3, 10, ds.image_size)
         state = {k: v.clone() for k, v in net.state_dict().items()}
         # Speed does not depend on the weights: one untrained member stands in for the trained pool.
@@ -172,7 +171,7 @@ def _child(args: argparse.Namespace) -> dict:
         reference = _reference_loop(args, ds)
         decoded = args.ipc * distiller.config.factor**2  # the resolved factor (presets say 0 = auto)
     else:
-        cfg = get_config("dm", "paper", real_batch=args.real_batch, **_bf16_switches(args, "dm"))
+        cfg = get_config("dm", "paper", real_batch=args.real_batch, **_bf16_switches(args))
         distiller = DMDistiller(cfg, Job(ds, classes, args.ipc, model, seed=0))
         reference = _reference_loop(args, ds)
         decoded = args.ipc

@@ -76,7 +76,7 @@ class NCFMConfig:
         syn_bf16: ``auto`` (default), ``on`` or ``off``: the synthetic images' network passes (forward and
             backward to the pixels, matching and calibration network) under bfloat16 autocast; the loss, the pixels
             and their update stay float32. ``auto`` = on where the device multiplies bfloat16 natively. With
-            ``real_bf16`` an iteration takes 0.29x the restated released loop's time on an AVX-512-BF16 CPU (0.48x
+            ``real_bf16`` an iteration takes 0.29-0.34x the restated released loop's time on an AVX-512-BF16 CPU (0.48x
             without); accuracy at equal iterations: ``benchmarks/results/syn_bf16_accuracy.md``.
         cf_bf16: ``auto`` (default), ``on`` or ``off``: the real features' characteristic-function projection
             (N real x K frequencies x d, the loss's largest matmul, no gradient to the pixels) in bfloat16, cos/sin
@@ -125,8 +125,8 @@ class NCFMConfig:
     def for_run(self, image_size: tuple[int, int], device: Any) -> "NCFMConfig":
         """The config as it runs on images of ``image_size`` on ``device``: ``factor`` 0 (auto) and the bfloat16
         switches' ``auto`` resolved (what a run records)."""
-        switches = {key: resolve_native_bf16(getattr(self, key), device, key) for key in BF16_SWITCHES}
-        return dataclasses.replace(self, factor=resolve_factor(self.factor, image_size), **switches)
+        return dataclasses.replace(self, factor=resolve_factor(self.factor, image_size),
+                                   **_resolved_switches(self, device))
 
     def __post_init__(self) -> None:
         _validate_common(self)
@@ -193,8 +193,7 @@ class DMConfig:
 
     def for_run(self, image_size: tuple[int, int], device: Any) -> "DMConfig":
         """The config as it runs on ``device``: the bfloat16 switches' ``auto`` resolved (what a run records)."""
-        return dataclasses.replace(self, **{key: resolve_native_bf16(getattr(self, key), device, key)
-                                            for key in BF16_SWITCHES if hasattr(self, key)})
+        return dataclasses.replace(self, **_resolved_switches(self, device))
 
     def __post_init__(self) -> None:
         _validate_common(self)
@@ -245,6 +244,11 @@ def resolve_native_bf16(value: str, device: Any, key: str = "cf_bf16") -> str:
     if value != "auto":
         return value
     return "on" if native_bf16(device) else "off"
+
+
+def _resolved_switches(cfg: Any, device: Any) -> dict[str, str]:
+    """``cfg``'s bfloat16 switches with ``auto`` resolved for ``device`` (for ``dataclasses.replace``)."""
+    return {key: resolve_native_bf16(getattr(cfg, key), device, key) for key in BF16_SWITCHES if hasattr(cfg, key)}
 
 
 def _normalise_switches(cfg: Any) -> None:
