@@ -181,6 +181,56 @@ def test_torchrun_two_processes_gathers_one_synset(tiny, tmp_path: Path) -> None
     assert [p["name"] for p in b.metadata["cost"]["phases"]].count("distillation") == 1
 
 
+# One rank of a 2-process gloo group: rank 1 writes a marker after a pause and then (unless told not to) closes;
+# rank 0 closes at once and records whether the marker existed when its close returned.
+_CLOSE_WORKER = """
+import sys, time
+from pathlib import Path
+from datacomp.distillers.distributed import setup
+root, peer_closes = Path(sys.argv[1]), sys.argv[2] == "yes"
+ctx = setup("cpu")
+if ctx.rank == 1:
+    time.sleep(1.0)
+    (root / "marker").write_text("x")
+    if peer_closes:
+        ctx.close()
+    else:
+        time.sleep(8.0)
+else:
+    ctx.close(timeout_s=0.5 if not peer_closes else 60.0)
+    (root / "rank0").write_text("seen" if (root / "marker").exists() else "early")
+"""
+
+
+@pytest.mark.parametrize("peer_closes", [True, False], ids=["peer-closes", "peer-never-closes"])
+def test_close_waits_for_the_peer_but_not_forever(tmp_path: Path, peer_closes: bool) -> None:
+    """``Context.close`` on gloo: rank 0 does not tear the group down before rank 1 is done with it (the marker rank
+    1 writes just before its close is there when rank 0's close returns), and a peer that never closes delays it
+    only by the timeout (rank 0 finishes while rank 1 still sleeps)."""
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        env = {**_env(), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-c", _CLOSE_WORKER, str(tmp_path),
+                                       "yes" if peer_closes else "no"], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        _, err0 = procs[0].communicate(timeout=60)
+        assert procs[0].returncode == 0, err0[-2000:]
+        if peer_closes:
+            assert (tmp_path / "rank0").read_text() == "seen"
+        else:
+            assert procs[1].poll() is None  # rank 0 is done while its peer still sleeps
+        _, err1 = procs[1].communicate(timeout=60)
+        assert procs[1].returncode == 0, err1[-2000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
 BIT_FOR_BIT_METHODS = ("ncfm", "dm")
 
 

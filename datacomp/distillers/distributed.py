@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -19,6 +20,9 @@ from torch import Tensor
 from datacomp.errors import ConfigError
 
 __all__ = ["Context", "setup", "split_classes"]
+
+# Seconds the ranks wait for each other before tearing the process group down (see Context.close).
+CLOSE_BARRIER_S = 10.0
 
 
 def _balanced(count: int, parts: int) -> list[int]:
@@ -115,9 +119,21 @@ class Context:
         parts = self.gather_rows(data)
         return None if parts is None else [json.loads(bytes(p.tolist()).decode()) for p in parts]
 
-    def close(self) -> None:
-        if self.initialized_here and dist.is_initialized():
-            dist.destroy_process_group()
+    def close(self, timeout_s: float = CLOSE_BARRIER_S) -> None:
+        """Destroy the process group this context created (a no-op otherwise).
+
+        On ``gloo`` the ranks first meet at a barrier bounded by ``timeout_s``, so no rank tears its connections down
+        while a peer still uses them (a rank leaving early can abort the other at exit); a rank that failed or left
+        only delays the others by ``timeout_s``, it cannot hang them.
+        """
+        if not (self.initialized_here and dist.is_initialized()):
+            return
+        if self.distributed and dist.get_backend() == "gloo":
+            try:
+                dist.monitored_barrier(timeout=timedelta(seconds=timeout_s))
+            except RuntimeError:
+                pass  # a peer failed or has gone: tear down anyway
+        dist.destroy_process_group()
 
 
 def setup(device: str | torch.device | None = None) -> Context:
