@@ -20,7 +20,8 @@ loss, sampler and optimiser shows as a ratio:
 
 ``s/it`` is the median of ``--iterations`` back-to-back iterations. The ratios come from a second, interleaved loop:
 each round times one iteration and then the bare passes, so a host whose speed drifts over a minute (shared 2-core
-VMs do, by 10-20 %) moves both sides of the ratio alike; the per-round ratios are in the JSON.
+VMs do, by 10-20 %) moves both sides of the ratio alike; each ratio is the median of the per-round ratios (all of them
+are in the JSON; files written before 2026-12-04 hold the ratio of the two medians instead).
 ``--cf-bf16 auto|on|off`` sets NCFM's ``cf_bf16`` (the real-side characteristic-function matmul in bfloat16; default
 ``auto``, as the library: on where the CPU has native bfloat16; ``--cf-bf16`` alone = on).
 
@@ -131,6 +132,11 @@ def _dataset(args: argparse.Namespace):
 CLOCK = time.perf_counter
 
 
+def per_round(numerator: list[float], denominator: list[float]) -> list[float]:
+    """Round-by-round ratios (each round timed both sides back to back); their median is the reported ratio."""
+    return [a / b for a, b in zip(numerator, denominator, strict=True)]
+
+
 def _timed(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
@@ -237,12 +243,12 @@ def _child(args: argparse.Namespace) -> dict:
         "real_forward_s": med(real_t),
         "network_passes_s": med(network),
         "s_per_iteration_paired": med(paired_it),
-        "ratio_to_real_forward": med(paired_it) / med(real_t),
-        "ratio_to_network_passes": med(paired_it) / med(network),
-        "ratio_to_network_passes_per_round": [i / n for i, n in zip(paired_it, network)],
+        "ratio_to_real_forward": med(per_round(paired_it, real_t)),
+        "ratio_to_network_passes": med(per_round(paired_it, network)),
+        "ratio_to_network_passes_per_round": per_round(paired_it, network),
         "released_loop_s": med(ref_t),
-        "ratio_to_released_loop": med(paired_it) / med(ref_t),
-        "ratio_to_released_loop_per_round": [i / r for i, r in zip(paired_it, ref_t)],
+        "ratio_to_released_loop": med(per_round(paired_it, ref_t)),
+        "ratio_to_released_loop_per_round": per_round(paired_it, ref_t),
         "real_forward_gflops": real_gflops,
         "matmul_peak_gflops": peak,
         "matmul_peak_dtype": "bfloat16" if real_in_bf16 else "float32",
