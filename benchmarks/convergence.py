@@ -12,6 +12,10 @@ protocol and runs; a dashed horizontal line in the plot) and the NCFM paper's fi
 each method's own evaluation protocol; dashed lines in the method's colour) -- compare curves *within* the plot and
 read the paper lines for orientation only.
 
+``--stored-only`` distils and evaluates no method: it reports the points already on disk (the random reference is read
+back, or made when missing), so runs that stopped at
+different lengths (one method continued to 1000 iterations, another not yet) share one table and plot.
+
 Resumable: a point whose evaluation is stored beside its snapshot (same snapshot content, protocol and schedule,
 runs and seed) is read back; a distillation interrupted before its last snapshot resumes from its checkpoint (the
 library's resume); a finished run whose snapshots cover the points is not run again, and one that ran fewer
@@ -190,18 +194,34 @@ def dataset(args: argparse.Namespace):
     return args._dataset
 
 
+def stored(method_name: str, ipc: int, iteration: int, args: argparse.Namespace) -> bool:
+    """Whether the point is on disk: a snapshot of this run's settings and its evaluation with this protocol."""
+    method, overrides = ROWS[method_name]
+    overrides = {**overrides, **args.overrides.get(method, {}), "iterations": run_length(ipc, args)}
+    out = run_folder(method_name, ipc, args)
+    expected = expected_config(method, args, ipc, overrides, args.device_resolved)
+    if snapshot_mismatch(snapshot_path(out, iteration), iteration, expected, args.seed):
+        return False
+    digest = SyntheticSet.load(snapshot_path(out, iteration)).content_digest()
+    return cached_point(eval_path(out, iteration, args.protocol), digest, args) is not None
+
+
 def run_curve(method_name: str, ipc: int, args: argparse.Namespace) -> dict:
     points = points_for(ipc, args)
     out = run_folder(method_name, ipc, args)
-    ensure_snapshots(method_name, ipc, args)  # no work when the folder holds fitting snapshots of every point
+    if args.stored_only:  # report what is on disk; a run that stopped earlier ends earlier
+        points = [n for n in points if stored(method_name, ipc, n, args)]
+    else:
+        ensure_snapshots(method_name, ipc, args)  # no work when the folder holds fitting snapshots of every point
     curve = []
     for n in points:
         point = evaluate_point(method_name, ipc, n, args)
         curve.append(point)
         print(f"ipc {ipc:>3} {method_name:<14} it {n:>5} {point['mean']:6.2f} +- {point['std']:.2f} %  "
               f"(distilled {point['distill_seconds']:.0f} s)", flush=True)
-    last = run_length(ipc, args)
-    return {"method": method_name, "ipc": ipc, "iterations_run": last, "capped": last < args.iterations,
+    length = run_length(ipc, args)
+    last = (points[-1] if points else 0) if args.stored_only else length
+    return {"method": method_name, "ipc": ipc, "iterations_run": last, "capped": length < args.iterations,
             "points": curve, "run_dir": str(out), "paper": PAPER.get(args.dataset, {}).get(method_name, {}).get(ipc)}
 
 
@@ -238,6 +258,8 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
         "the distillation up to the row's last point (feature-pool training not included).",
         "",
     ]
+    if args.stored_only:
+        lines += ["Points on disk only (--stored-only): '-' marks a point this run has not reached.", ""]
     if capped:
         lines += [f"IPC {', '.join(map(str, capped))}: runs capped at {args.max_ipc50_iterations} iterations "
                   f"(--max-ipc50-iterations); its columns beyond that are not run.", ""]
@@ -251,8 +273,9 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
         rand_cell = f"{rand['mean']:.1f} +- {rand['std']:.1f}" if rand else "-"
         if rand and rand.get("paper"):
             rand_cell += f" (paper {rand['paper']})"
+        seconds = f"{c['points'][-1]['distill_seconds']:.0f}" if c["points"] else "-"
         lines.append(f"| {c['ipc']} | {c['method']} | " + " | ".join(cells) + f" | {rand_cell} | "
-                     f"{c['paper'] or '-'} | {c['points'][-1]['distill_seconds']:.0f} |")
+                     f"{c['paper'] or '-'} | {seconds} |")
     return "\n".join(lines) + "\n"
 
 
@@ -329,6 +352,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set-dm", dest="set_dm_items", action="append", default=[], metavar="KEY=VALUE",
                         help="override a DM config field, e.g. --set-dm lr_img=0.5 (repeatable)")
     parser.add_argument("--tag", default="", help="suffix of the run folders and result files")
+    parser.add_argument("--stored-only", action="store_true",
+                        help="report the points already on disk (snapshot and evaluation); distil and evaluate "
+                             "nothing, so runs that stopped at different lengths share one table")
     parser.add_argument("--quick", action="store_true",
                         help="validation: digits, IPC 1 and 5, 4 iterations (checkpoints 2 4; IPC 5 stands in for "
                              "the capped IPC 50, capped at 2), protocol smoke, everything in a temporary folder")

@@ -4,6 +4,7 @@ interrupted runs resumed, runs of other settings started over) at tiny sizes on 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,12 @@ def test_points_are_read_back_runs_continue_and_resume(conv, tmp_path: Path, mon
     calls = _counting(conv, monkeypatch)
     again = _main(conv, tmp_path, "--iterations", "4", "--checkpoints", "2")  # everything read back
     assert calls == {"distill": 0, "evaluate": 0} and again["curves"] == first["curves"]
+
+    # --stored-only: a longer run asked for, nothing done, the table stops where the run stopped
+    partial = _main(conv, tmp_path, "--iterations", "6", "--checkpoints", "2", "4", "--stored-only")
+    assert calls == {"distill": 0, "evaluate": 0} and partial["curves"] == first["curves"]
+    table = (tmp_path / "convergence_digits_smoke.md").read_text()
+    assert "--stored-only" in table and re.search(r"\| 1 \| dm \| [\d.]+ \+- [\d.]+ \| [\d.]+ \+- [\d.]+ \| - \|", table)
 
     longer = _main(conv, tmp_path, "--iterations", "6", "--checkpoints", "2", "4")  # the finished run continues
     assert calls == {"distill": 1, "evaluate": 1}  # only iteration 6 is new
