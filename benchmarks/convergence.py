@@ -114,12 +114,17 @@ def snapshot_mismatch(path: Path, iteration: int, expected: dict, seed: int) -> 
     return config_mismatch(meta["config"], meta.get("seed"), expected, seed, ignore=frozenset({"iterations"}))
 
 
-def ensure_snapshots(method_name: str, ipc: int, args: argparse.Namespace) -> None:
-    """Distil (fresh, resumed or continued) until the run folder holds a fitting snapshot of every point."""
+def run_settings(method_name: str, ipc: int, args: argparse.Namespace) -> tuple[str, dict, dict]:
+    """The library method, the config overrides and the expected recorded config of the run at ``ipc``."""
     method, overrides = ROWS[method_name]
     overrides = {**overrides, **args.overrides.get(method, {}), "iterations": run_length(ipc, args)}
+    return method, overrides, expected_config(method, args, ipc, overrides, args.device_resolved)
+
+
+def ensure_snapshots(method_name: str, ipc: int, args: argparse.Namespace) -> None:
+    """Distil (fresh, resumed or continued) until the run folder holds a fitting snapshot of every point."""
+    method, overrides, expected = run_settings(method_name, ipc, args)
     out, points = run_folder(method_name, ipc, args), points_for(ipc, args)
-    expected = expected_config(method, args, ipc, overrides, args.device_resolved)
     stale = {n: snapshot_mismatch(snapshot_path(out, n), n, expected, args.seed) for n in points}
     stale = {n: why for n, why in stale.items() if why}
     if not stale:
@@ -196,10 +201,7 @@ def dataset(args: argparse.Namespace):
 
 def stored(method_name: str, ipc: int, iteration: int, args: argparse.Namespace) -> bool:
     """Whether the point is on disk: a snapshot of this run's settings and its evaluation with this protocol."""
-    method, overrides = ROWS[method_name]
-    overrides = {**overrides, **args.overrides.get(method, {}), "iterations": run_length(ipc, args)}
-    out = run_folder(method_name, ipc, args)
-    expected = expected_config(method, args, ipc, overrides, args.device_resolved)
+    out, expected = run_folder(method_name, ipc, args), run_settings(method_name, ipc, args)[2]
     if snapshot_mismatch(snapshot_path(out, iteration), iteration, expected, args.seed):
         return False
     digest = SyntheticSet.load(snapshot_path(out, iteration)).content_digest()
