@@ -69,6 +69,7 @@ def factor_args(factor: str, args: argparse.Namespace) -> argparse.Namespace:
     run.tag = f"-{factor}" if changed else ""
     run.overrides = {"ncfm": {**args.base_overrides.get("ncfm", {}), **changed}}
     run.checkpoints, run.capped_ipc, run.max_ipc50_iterations = [args.iterations], -1, args.iterations
+    run.stored_only = False  # every row is distilled and evaluated (or read back) in full
     return run
 
 
