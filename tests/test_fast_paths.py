@@ -115,6 +115,7 @@ def test_avg_pool_2x2_gradients_match_float64_native():
 def test_fast_pool_applies_only_to_plain_2x2_pooling(layer, shape, applies):
     assert _fast_pool_applies(layer, torch.zeros(shape)) is applies
     assert not _fast_pool_applies(layer, _channels_last(torch.zeros(shape)))  # channels-last keeps the native kernel
+    assert not _fast_pool_applies(layer, torch.zeros(shape, device="meta"))  # so does any device but the CPU
 
 
 def test_convnet_nchw_pass_equals_the_plain_layers_in_float64():
