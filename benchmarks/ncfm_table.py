@@ -30,6 +30,7 @@ Validation at tiny sizes: ``python benchmarks/ncfm_table.py --quick``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -39,7 +40,7 @@ from pathlib import Path
 
 from datacomp.cost import save_json
 from datacomp.distillers import distill
-from datacomp.distillers.configs import BF16_SWITCHES, resolve_native_bf16
+from datacomp.distillers.configs import resolved_switches
 from datacomp.distillers.presets import config_dict, config_from_dict, get_config
 from datacomp.evaluation import get_protocol
 from datacomp.io import atomic_write
@@ -84,11 +85,8 @@ ROWS = {
 def expected_config(method: str, args: argparse.Namespace, ipc: int, overrides: dict, device) -> dict:
     """The config a run of ``method`` records on ``device`` (the bfloat16 switches' "auto" resolved as the run
     resolves them)."""
-    expected = config_dict(get_config(method, args.preset, dataset=args.dataset, ipc=ipc, **overrides))
-    for key in BF16_SWITCHES:
-        if key in expected:
-            expected[key] = resolve_native_bf16(expected[key], device, key)
-    return expected
+    cfg = get_config(method, args.preset, dataset=args.dataset, ipc=ipc, **overrides)
+    return config_dict(dataclasses.replace(cfg, **resolved_switches(cfg, device)))
 
 
 def config_mismatch(stored: dict, stored_seed: int | None, expected: dict, seed: int,

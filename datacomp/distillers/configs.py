@@ -14,7 +14,7 @@ from datacomp.distillers.multiformation import resolve_factor
 from datacomp.errors import ConfigError
 from datacomp.runtime import native_bf16
 
-__all__ = ["NCFMConfig", "DMConfig", "RandomConfig", "switch_value", "resolve_native_bf16"]
+__all__ = ["NCFMConfig", "DMConfig", "RandomConfig", "switch_value", "resolve_native_bf16", "resolved_switches"]
 
 
 def _check(condition: bool, message: str) -> None:
@@ -126,7 +126,7 @@ class NCFMConfig:
         """The config as it runs on images of ``image_size`` on ``device``: ``factor`` 0 (auto) and the bfloat16
         switches' ``auto`` resolved (what a run records)."""
         return dataclasses.replace(self, factor=resolve_factor(self.factor, image_size),
-                                   **_resolved_switches(self, device))
+                                   **resolved_switches(self, device))
 
     def __post_init__(self) -> None:
         _validate_common(self)
@@ -193,7 +193,7 @@ class DMConfig:
 
     def for_run(self, image_size: tuple[int, int], device: Any) -> "DMConfig":
         """The config as it runs on ``device``: the bfloat16 switches' ``auto`` resolved (what a run records)."""
-        return dataclasses.replace(self, **_resolved_switches(self, device))
+        return dataclasses.replace(self, **resolved_switches(self, device))
 
     def __post_init__(self) -> None:
         _validate_common(self)
@@ -246,7 +246,7 @@ def resolve_native_bf16(value: str, device: Any, key: str = "cf_bf16") -> str:
     return "on" if native_bf16(device) else "off"
 
 
-def _resolved_switches(cfg: Any, device: Any) -> dict[str, str]:
+def resolved_switches(cfg: Any, device: Any) -> dict[str, str]:
     """``cfg``'s bfloat16 switches with ``auto`` resolved for ``device`` (for ``dataclasses.replace``)."""
     return {key: resolve_native_bf16(getattr(cfg, key), device, key) for key in BF16_SWITCHES if hasattr(cfg, key)}
 
