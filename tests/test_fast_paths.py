@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from datacomp.distillers.base import features_no_grad
-from datacomp.models import NHWC_NORM_MAX_PIXELS, _fast_pool_applies, avg_pool_2x2, create_model, instance_norm_nhwc
+from datacomp.fast_layers import NHWC_NORM_MAX_PIXELS, avg_pool_2x2, fast_pool_applies, instance_norm_nhwc
+from datacomp.models import create_model
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -113,9 +114,9 @@ def test_avg_pool_2x2_gradients_match_float64_native():
     (torch.nn.MaxPool2d(2, 2), (2, 3, 8, 8), False),
 ])
 def test_fast_pool_applies_only_to_plain_2x2_pooling(layer, shape, applies):
-    assert _fast_pool_applies(layer, torch.zeros(shape)) is applies
-    assert not _fast_pool_applies(layer, _channels_last(torch.zeros(shape)))  # channels-last keeps the native kernel
-    assert not _fast_pool_applies(layer, torch.zeros(shape, device="meta"))  # so does any device but the CPU
+    assert fast_pool_applies(layer, torch.zeros(shape)) is applies
+    assert not fast_pool_applies(layer, _channels_last(torch.zeros(shape)))  # channels-last keeps the native kernel
+    assert not fast_pool_applies(layer, torch.zeros(shape, device="meta"))  # so does any device but the CPU
 
 
 def test_convnet_nchw_pass_equals_the_plain_layers_in_float64():
