@@ -13,8 +13,8 @@ each method's own evaluation protocol; dashed lines in the method's colour) -- c
 read the paper lines for orientation only.
 
 ``--stored-only`` distils and evaluates no method: it reports the points already on disk (the random reference is read
-back, or made when missing), so runs that stopped at
-different lengths (one method continued to 1000 iterations, another not yet) share one table and plot.
+back, or made when missing), so runs that stopped at different lengths (one method continued to 1000 iterations,
+another not yet) share one table and plot.
 
 Resumable: a point whose evaluation is stored beside its snapshot (same snapshot content, protocol and schedule,
 runs and seed) is read back; a distillation interrupted before its last snapshot resumes from its checkpoint (the
@@ -170,12 +170,16 @@ def cached_point(path: Path, digest: str, args: argparse.Namespace) -> dict | No
     return None
 
 
-def evaluate_point(method_name: str, ipc: int, iteration: int, args: argparse.Namespace) -> dict:
-    """Mean +- std accuracy (%) of the snapshot after ``iteration`` iterations (read back when already evaluated)."""
+def evaluate_point(method_name: str, ipc: int, iteration: int, args: argparse.Namespace,
+                   evaluate_missing: bool = True) -> dict | None:
+    """Mean +- std accuracy (%) of the snapshot after ``iteration`` iterations (read back when already evaluated;
+    None when it is not and ``evaluate_missing`` is false)."""
     out = run_folder(method_name, ipc, args)
     synset = SyntheticSet.load(snapshot_path(out, iteration))
     digest, path = synset.content_digest(), eval_path(out, iteration, args.protocol)
     doc = cached_point(path, digest, args)
+    if doc is None and not evaluate_missing:
+        return None
     if doc is None:
         started = time.time()
         result = evaluate(synset, dataset(args), model=synset.metadata["model"], protocol=args.protocol,
@@ -199,30 +203,24 @@ def dataset(args: argparse.Namespace):
     return args._dataset
 
 
-def stored(method_name: str, ipc: int, iteration: int, args: argparse.Namespace) -> bool:
-    """Whether the point is on disk: a snapshot of this run's settings and its evaluation with this protocol."""
-    out, expected = run_folder(method_name, ipc, args), run_settings(method_name, ipc, args)[2]
-    if snapshot_mismatch(snapshot_path(out, iteration), iteration, expected, args.seed):
-        return False
-    digest = SyntheticSet.load(snapshot_path(out, iteration)).content_digest()
-    return cached_point(eval_path(out, iteration, args.protocol), digest, args) is not None
-
-
 def run_curve(method_name: str, ipc: int, args: argparse.Namespace) -> dict:
     points = points_for(ipc, args)
     out = run_folder(method_name, ipc, args)
     if args.stored_only:  # report what is on disk; a run that stopped earlier ends earlier
-        points = [n for n in points if stored(method_name, ipc, n, args)]
+        expected = run_settings(method_name, ipc, args)[2]
+        points = [n for n in points if not snapshot_mismatch(snapshot_path(out, n), n, expected, args.seed)]
     else:
         ensure_snapshots(method_name, ipc, args)  # no work when the folder holds fitting snapshots of every point
     curve = []
     for n in points:
-        point = evaluate_point(method_name, ipc, n, args)
+        point = evaluate_point(method_name, ipc, n, args, evaluate_missing=not args.stored_only)
+        if point is None:  # --stored-only: a snapshot not evaluated yet
+            continue
         curve.append(point)
         print(f"ipc {ipc:>3} {method_name:<14} it {n:>5} {point['mean']:6.2f} +- {point['std']:.2f} %  "
               f"(distilled {point['distill_seconds']:.0f} s)", flush=True)
     length = run_length(ipc, args)
-    last = (points[-1] if points else 0) if args.stored_only else length
+    last = (curve[-1]["iteration"] if curve else 0) if args.stored_only else length
     return {"method": method_name, "ipc": ipc, "iterations_run": last, "capped": length < args.iterations,
             "points": curve, "run_dir": str(out), "paper": PAPER.get(args.dataset, {}).get(method_name, {}).get(ipc)}
 

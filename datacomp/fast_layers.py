@@ -83,8 +83,9 @@ def avg_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 def fast_pool_applies(layer: nn.Module, x: torch.Tensor) -> bool:
     """A plain 2x2 / stride-2 average pooling of a contiguous NCHW map with even sides, on the CPU (channels-last
     maps keep the native kernel, which is fast in that layout; other devices keep their own kernels)."""
-    return (x.device.type == "cpu" and type(layer) is nn.AvgPool2d and layer.kernel_size in (2, (2, 2)) and layer.stride in (2, (2, 2))
-            and layer.padding in (0, (0, 0)) and not layer.ceil_mode and layer.divisor_override is None
+    return (x.device.type == "cpu" and type(layer) is nn.AvgPool2d and layer.kernel_size in (2, (2, 2))
+            and layer.stride in (2, (2, 2)) and layer.padding in (0, (0, 0)) and not layer.ceil_mode
+            and layer.divisor_override is None
             and x.dim() == 4 and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0 and x.is_contiguous())
 
 

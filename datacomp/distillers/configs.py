@@ -76,8 +76,8 @@ class NCFMConfig:
         syn_bf16: ``auto`` (default), ``on`` or ``off``: the synthetic images' network passes (forward and
             backward to the pixels, matching and calibration network) under bfloat16 autocast; the loss, the pixels
             and their update stay float32. ``auto`` = on where the device multiplies bfloat16 natively. With
-            ``real_bf16`` an iteration takes 0.29-0.36x the restated released loop's time on an AVX-512-BF16 CPU (0.48x
-            without); accuracy at equal iterations: ``benchmarks/results/syn_bf16_accuracy.md``.
+            ``real_bf16`` an iteration takes 0.29-0.36x the restated released loop's time on an AVX-512-BF16 CPU
+            (0.48x without); accuracy at equal iterations: ``benchmarks/results/syn_bf16_accuracy.md``.
         cf_bf16: ``auto`` (default), ``on`` or ``off``: the real features' characteristic-function projection
             (N real x K frequencies x d, the loss's largest matmul, no gradient to the pixels) in bfloat16, cos/sin
             and means in float32. ``auto`` = on where the device multiplies bfloat16 natively
