@@ -8,6 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+from datacomp.errors import run_script
+
+
 def fmt_flops(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3g}"
 
@@ -187,4 +190,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_script(lambda: main(sys.argv[1:]))

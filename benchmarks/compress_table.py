@@ -81,7 +81,7 @@ from datacomp.compression.smallset import small_set_info, small_set_ledger, smal
 from datacomp.cost import CostLedger
 from datacomp.cost.ratios import NON_SELECTION_PHASES, cost_ratio
 from datacomp.data import load_dataset
-from datacomp.errors import ConfigError, DatacompError
+from datacomp.errors import ConfigError, run_script
 from datacomp.io import atomic_write, package_versions, write_json
 from datacomp.synset import SyntheticSet, base_metadata
 
@@ -600,8 +600,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DatacompError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -30,12 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from datacomp.errors import check_int_at_least, run_script
 from datacomp.evaluation import get_protocol
 from datacomp.io import atomic_write, package_versions
 from datacomp.selectors import (
@@ -281,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    for name in ("runs", "proxy_epochs", "sae_latents", "sae_k", "sae_epochs"):
+        check_int_at_least(getattr(args, name), f"--{name.replace('_', '-')}", 1)
+    for ipc in args.ipc:
+        check_int_at_least(ipc, "--ipc", 1)
     tag = f"{args.dataset.replace(':', '_').replace('/', '_')}{'_quick' if args.quick else ''}"
     runs_dir = Path(args.runs_dir or f"runs/coreset_table_{tag}")
     cells = _cells(args)
@@ -333,4 +337,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -25,6 +25,7 @@ from sklearn.datasets import load_digits
 from tqdm import tqdm
 
 from datacomp.cost import CostLedger, save_json
+from datacomp.errors import run_script
 from datacomp.models import create_model
 
 CONFIGS = ("off", "timer", "sampled", "full")
@@ -171,4 +172,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -64,6 +64,7 @@ from datacomp.distillers.dm import DMDistiller
 from datacomp.distillers.ncfm import NCFMDistiller
 from datacomp.distillers.pool import FeaturePool
 from datacomp.distillers.presets import get_config
+from datacomp.errors import run_script
 from datacomp.models import create_model
 from datacomp.runtime import keep_freed_memory
 
@@ -331,4 +332,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -35,7 +35,7 @@ from ncfm_table import PAPER  # noqa: E402
 
 from datacomp.cost import save_json  # noqa: E402
 from datacomp.distillers.outputs import snapshot_path  # noqa: E402
-from datacomp.errors import ConfigError, DatacompError  # noqa: E402
+from datacomp.errors import ConfigError, run_script  # noqa: E402
 from datacomp.io import atomic_write  # noqa: E402
 from datacomp.runtime import keep_freed_memory, resolve_device  # noqa: E402
 
@@ -178,8 +178,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DatacompError as err:
-        print(f"endpoint_protocols.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

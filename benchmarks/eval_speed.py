@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_loops import PlainConvNet, convnet_forward_flops, matmul_peak_gflops  # noqa: E402
 
 from datacomp.cost import save_json  # noqa: E402
+from datacomp.errors import run_script  # noqa: E402
 from datacomp.evaluation import get_protocol  # noqa: E402
 from datacomp.evaluation.classifier import TrainingRun, train_classifier  # noqa: E402
 from datacomp.io import atomic_write  # noqa: E402
@@ -126,4 +127,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

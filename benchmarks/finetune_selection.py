@@ -39,6 +39,7 @@ from types import ModuleType
 import numpy as np
 
 from datacomp.cost import CostLedger
+from datacomp.errors import run_script
 from datacomp.io import atomic_write, write_json
 from datacomp.lm import load_lm
 from datacomp.lm.finetune import FinetuneConfig, encode_examples, finetune
@@ -324,4 +325,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -42,6 +42,7 @@ from datacomp.data import ImageDataset  # noqa: E402
 from datacomp.distillers.base import Job, features_no_grad  # noqa: E402
 from datacomp.distillers.dm import DMDistiller  # noqa: E402
 from datacomp.distillers.presets import get_config  # noqa: E402
+from datacomp.errors import run_script  # noqa: E402
 from datacomp.io import atomic_write  # noqa: E402
 from datacomp.models import create_model  # noqa: E402
 
@@ -177,4 +178,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

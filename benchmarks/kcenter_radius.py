@@ -25,6 +25,7 @@ import numpy as np
 
 from selection_speed import make_features  # the benchmarks folder is on sys.path when this script runs
 
+from datacomp.errors import run_script
 from datacomp.io import atomic_write, write_json
 from datacomp.selectors.geometric import kcenter_greedy, max_min_distance
 
@@ -82,4 +83,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -53,6 +53,7 @@ import transformers
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from datacomp.cost.measure import hardware_name
+from datacomp.errors import run_script
 from datacomp.lm import load_lm
 from datacomp.lm.activations import ActivationConfig, length_batches, record_activations
 from datacomp.lm.finetune import FinetuneConfig, _batches, encode_examples, finetune
@@ -341,4 +342,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -45,7 +45,7 @@ import convergence  # noqa: E402
 from ncfm_table import QUICK_OVERRIDES  # noqa: E402
 
 from datacomp.cost import save_json  # noqa: E402
-from datacomp.errors import ConfigError, DatacompError  # noqa: E402
+from datacomp.errors import ConfigError, run_script  # noqa: E402
 from datacomp.io import atomic_write  # noqa: E402
 from datacomp.runtime import keep_freed_memory, resolve_device  # noqa: E402
 
@@ -174,8 +174,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DatacompError as err:
-        print(f"ncfm_factors.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

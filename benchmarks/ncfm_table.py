@@ -34,7 +34,6 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from datacomp.cost import save_json
 from datacomp.distillers import distill
 from datacomp.distillers.configs import resolved_switches
 from datacomp.distillers.presets import config_dict, config_from_dict, get_config
+from datacomp.errors import run_script
 from datacomp.evaluation import get_protocol
 from datacomp.io import atomic_write
 from datacomp.runtime import keep_freed_memory, resolve_device
@@ -289,4 +289,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

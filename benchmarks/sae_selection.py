@@ -40,13 +40,13 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from datacomp.errors import run_script
 from datacomp.io import atomic_write, package_versions
 from datacomp.selectors import select, train_sae
 from datacomp.selectors.embeddings import TfidfSvdEmbedder, embed_texts
@@ -290,4 +290,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

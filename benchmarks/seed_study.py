@@ -28,6 +28,7 @@ from types import ModuleType
 from scipy import stats
 
 from datacomp.distillers.presets import config_dict, config_from_dict, get_config
+from datacomp.errors import run_script
 from datacomp.io import atomic_write
 
 
@@ -169,4 +170,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

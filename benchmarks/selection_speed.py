@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from datacomp.errors import run_script
 from datacomp.io import package_versions
 from datacomp.selectors import select, train_sae
 from datacomp.selectors.coverage import coverage_of
@@ -353,4 +354,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -8,10 +8,12 @@ with status 2 (no traceback). The subclasses also derive from the built-in excep
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Callable, NoReturn
 
 __all__ = [
     "DatacompError", "ConfigError", "DataError", "FormatError", "MissingInputError", "RunDirError", "DeviceError",
-    "RunAborted", "TrainingDiverged", "is_int", "check_int_at_least",
+    "RunAborted", "TrainingDiverged", "is_int", "check_int_at_least", "run_script",
 ]
 
 
@@ -67,3 +69,15 @@ def check_int_at_least(value: object, name: str, minimum: int, fix: str = "") ->
     integer >= ``minimum``."""
     if not is_int(value) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}{fix}, got {value!r}")
+
+
+def run_script(main: Callable[[], int | None], prog: str | None = None) -> NoReturn:
+    """Run a script's ``main()`` and exit with the status it returns (None = 0). A :class:`DatacompError` prints one
+    line, ``<prog>: error: <message>``, on stderr and exits 2 with no traceback, as the command line does; ``prog``
+    defaults to the script's file name. For ``if __name__ == "__main__": run_script(main)``."""
+    try:
+        status = main()
+    except DatacompError as err:
+        print(f"{prog or Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(status or 0)
