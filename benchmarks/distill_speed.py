@@ -30,6 +30,10 @@ warm-up (``/proc/self/clear_refs``) and read right after the timed iterations: t
 training split, pool and models resident. Timings depend on
 shapes only, so random pixels stand in for CIFAR-10 (``--data cifar10`` uses the shared copy instead).
 
+``--op-split`` also times one more iteration operator by operator (each ATen call timed synchronously with the
+script's clock through a ``TorchDispatchMode``) and records the seconds per operator name: where the iteration's time
+goes, without ``torch.profiler``'s attribution (which put tens of ms on cheap memory-bound calls here).
+
 ``--clock cpu`` times process CPU seconds instead of elapsed ones: with ``OMP_NUM_THREADS=1`` the figures then hold
 while other jobs share the host.
 
@@ -147,6 +151,32 @@ def _timed(fn, repeats: int) -> list[float]:
     return times
 
 
+def op_split(fn) -> dict:
+    """Run ``fn`` once with every ATen call timed synchronously (``CLOCK``); seconds and calls per operator name,
+    largest first, and the total of the run beside the sum of its calls."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seconds: dict[str, float] = {}
+    calls: dict[str, int] = {}
+
+    class Timer(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            start = CLOCK()
+            out = func(*args, **(kwargs or {}))
+            name = func.__name__.split(".")[0]  # e.g. "convolution" for aten.convolution.default
+            seconds[name] = seconds.get(name, 0.0) + CLOCK() - start
+            calls[name] = calls.get(name, 0) + 1
+            return out
+
+    start = CLOCK()
+    with Timer():
+        fn()
+    total = CLOCK() - start
+    ops = sorted(seconds, key=seconds.get, reverse=True)
+    return {"total_s": total, "sum_of_calls_s": sum(seconds.values()),
+            "ops": [{"op": op, "seconds": seconds[op], "calls": calls[op]} for op in ops]}
+
+
 def _reference_loop(args: argparse.Namespace, ds):
     """The released code's inner loop restated in plain PyTorch, on the same data and shapes."""
     real = [ds.train_x[ds.train_y == k] for k in range(10)]
@@ -228,6 +258,7 @@ def _child(args: argparse.Namespace) -> dict:
         real_t.append(r)
         network.append(r + s + c)
     med = statistics.median
+    ops = op_split(lambda: distiller.step(1)) if args.op_split else None
     # the yardstick of the real forward: the matmul peak of the dtype it runs in
     peak = matmul_peak_gflops(CLOCK, torch.bfloat16 if real_in_bf16 else torch.float32)
     real_gflops = real.shape[0] * convnet_forward_flops(args.size) / med(real_t) / 1e9
@@ -258,6 +289,7 @@ def _child(args: argparse.Namespace) -> dict:
         "peak_rss_gb": peak_gb,
         "rss_before_loop_gb": loaded_gb,
         "threads": torch.get_num_threads(),
+        "op_split": ops,
     }
 
 
@@ -293,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed seconds; cpu: process CPU seconds (holds on a shared host with "
                              "OMP_NUM_THREADS=1)")
+    parser.add_argument("--op-split", action="store_true", help="also time one iteration operator by operator")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to validate the script")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -308,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                str(args.ipc), "--real-batch", str(args.real_batch), "--num-freqs", str(args.num_freqs), "--size",
                str(args.size), "--step-mode", args.step_mode, "--data", args.data, "--bf16", args.bf16]
         cmd += ["--cf-bf16", args.cf_bf16, "--malloc", args.malloc, "--clock", args.clock]
+        cmd += ["--op-split"] if args.op_split else []
         done = subprocess.run(cmd, capture_output=True, text=True)  # one process per method: its own peak memory
         if done.returncode:
             print(done.stderr, file=sys.stderr)
@@ -320,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['ratio_to_released_loop']:7.2f} {r['real_forward_s']:10.3f} {r['real_forward_gflops']:8.1f} "
               f"{100 * r['real_forward_fraction_of_peak']:6.0f}% {r['ratio_to_network_passes']:7.2f} "
               f"{r['peak_rss_gb']:8.2f}")
+    for r in results:
+        if r["op_split"]:
+            split = r["op_split"]
+            print(f"{r['method']}: one iteration by operator ({split['total_s']:.2f} s, calls {split['sum_of_calls_s']:.2f} s):",
+                  ", ".join(f"{o['op']} {o['seconds']:.3f}" for o in split["ops"][:10]))
     print("reference:", json.dumps(TARGETS))
     if args.json:
         doc = {"results": results, "reference": TARGETS, "quick": args.quick,

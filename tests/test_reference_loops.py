@@ -38,3 +38,13 @@ def test_released_loops_step_and_move_the_images():
     before = ncfm.images.detach().clone()
     assert torch.isfinite(torch.tensor(ncfm.step()))
     assert not torch.equal(before, ncfm.images.detach())
+
+
+def test_op_split_times_every_aten_call_of_the_run():
+    speed = load_benchmark("distill_speed")
+    a, b = torch.randn(64, 64), torch.randn(64, 64)
+    split = speed.op_split(lambda: (a @ b).relu().sum())
+    ops = {o["op"]: o for o in split["ops"]}
+    assert set(ops) == {"mm", "relu", "sum"} and all(o["calls"] == 1 for o in ops.values())
+    assert [o["seconds"] for o in split["ops"]] == sorted((o["seconds"] for o in split["ops"]), reverse=True)
+    assert 0 < split["sum_of_calls_s"] <= split["total_s"]
