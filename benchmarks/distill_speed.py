@@ -357,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if r["op_split"]:
             split = r["op_split"]
-            print(f"{r['method']}: one iteration by operator ({split['total_s']:.2f} s, calls {split['sum_of_calls_s']:.2f} s):",
-                  ", ".join(f"{o['op']} {o['seconds']:.3f}" for o in split["ops"][:10]))
+            print(f"{r['method']}: one iteration by operator ({split['total_s']:.2f} s, calls "
+                  f"{split['sum_of_calls_s']:.2f} s):", ", ".join(f"{o['op']} {o['seconds']:.3f}" for o in split["ops"][:10]))
     print("reference:", json.dumps(TARGETS))
     if args.json:
         doc = {"results": results, "reference": TARGETS, "quick": args.quick,
