@@ -21,6 +21,11 @@ runs and seed) is read back; a distillation interrupted before its last snapshot
 library's resume); a finished run whose snapshots cover the points is not run again, and one that ran fewer
 iterations than now asked for is continued. A run folder made with other settings is started over.
 
+Run folders stay on the machine that made them; the results file is what is kept. Rows of the previous results file
+that an invocation does not produce (a method or IPC not asked for, or a run folder not on this machine) are kept in the
+new table, marked ``(kept)``, when the file was written with the same dataset, preset, protocol, runs, seed and
+overrides; so one method can be continued on another machine without losing the others' rows.
+
 Outputs (atomic): ``benchmarks/results/convergence_<dataset>_<protocol>[_<preset>][<tag>].{json,md,png}`` (the preset
 appears when it is not cpu-quick). Run folders: ``runs/convergence/<dataset>-<preset><tag>-ipc<IPC>-<method>``.
 
@@ -234,18 +239,50 @@ def random_reference(ipc: int, args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------- outputs
+CARRY_KEYS = ("dataset", "preset", "protocol", "runs", "seed", "overrides")
+
+
+def with_carried_rows(path: Path, curves: list[dict], randoms: dict[int, dict],
+                      args: argparse.Namespace) -> tuple[list[dict], dict[int, dict]]:
+    """This invocation's rows plus the rows of the previous results file that it did not produce.
+
+    Run folders stay on the machine that made them; the results file is what is kept. A row of the file whose
+    (IPC, method) this invocation left out, or found no point of on disk, is kept and marked ``carried``, and so is a
+    random reference not made this time, when the file was written with the same dataset, preset, protocol,
+    runs, seed and overrides. Rows made now always win. Sets ``args.ipc`` to every IPC in the table."""
+    previous = json.loads(path.read_text()) if path.exists() else None
+    settings = {"dataset": args.dataset, "preset": args.preset, "protocol": args.protocol, "runs": args.runs,
+                "seed": args.seed, "overrides": args.overrides}
+    if previous is not None and any(previous.get(key) != settings[key] for key in CARRY_KEYS):
+        print(f"{path.name}: written with other settings; its rows are replaced, not carried", flush=True)
+        previous = None
+    if previous is not None:
+        made = {(c["ipc"], c["method"]) for c in curves if c["points"]}
+        kept = [dict(c, carried=True) for c in previous["curves"]
+                if c["points"] and (c["ipc"], c["method"]) not in made]
+        curves = [c for c in curves if c["points"] or (c["ipc"], c["method"]) not in {(k["ipc"], k["method"])
+                                                                                      for k in kept}] + kept
+        randoms = {**{r["ipc"]: dict(r, carried=True) for r in previous.get("random", [])}, **randoms}
+    order = {name: i for i, name in enumerate(METHODS)}
+    curves.sort(key=lambda c: (c["ipc"], order[c["method"]]))
+    args.ipc = sorted({c["ipc"] for c in curves} | set(randoms) | set(args.ipc))
+    return curves, {ipc: randoms[ipc] for ipc in args.ipc if ipc in randoms}
+
+
 def paper_value(text: str | None) -> float | None:
     """The number in a paper cell such as ``49.5+-0.3`` or ``65.6 (Table 5, w/o psi)``."""
     match = re.match(r"\s*(\d+(?:\.\d+)?)", text or "")
     return float(match.group(1)) if match else None
 
 
-def columns(args: argparse.Namespace) -> list[int]:
-    return sorted({n for ipc in args.ipc for n in points_for(ipc, args)})
+def columns(curves: list[dict], args: argparse.Namespace) -> list[int]:
+    """The asked-for points of every IPC and any other point a carried row holds."""
+    return sorted({n for ipc in args.ipc for n in points_for(ipc, args)}
+                  | {p["iteration"] for c in curves for p in c["points"]})
 
 
 def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namespace) -> str:
-    cols = columns(args)
+    cols = columns(curves, args)
     capped = sorted({c["ipc"] for c in curves if c["capped"]})
     lines = [
         f"# Convergence: {args.dataset}, preset `{args.preset}` (iterations set per run), protocol `{args.protocol}`, "
@@ -260,6 +297,9 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
     ]
     if args.stored_only:
         lines += ["Points on disk only (--stored-only): '-' marks a point this run has not reached.", ""]
+    if any(c.get("carried") for c in curves) or any(r.get("carried") for r in randoms.values()):
+        lines += ["(kept): a row or random reference read back from this results file, measured by an earlier "
+                  "invocation with the same settings whose run folder is not on this machine.", ""]
     if capped:
         lines += [f"IPC {', '.join(map(str, capped))}: runs capped at {args.max_ipc50_iterations} iterations "
                   f"(--max-ipc50-iterations); its columns beyond that are not run.", ""]
@@ -274,7 +314,10 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
         if rand and rand.get("paper"):
             rand_cell += f" (paper {rand['paper']})"
         seconds = f"{c['points'][-1]['distill_seconds']:.0f}" if c["points"] else "-"
-        lines.append(f"| {c['ipc']} | {c['method']} | " + " | ".join(cells) + f" | {rand_cell} | "
+        if rand and rand.get("carried"):
+            rand_cell += " (kept)"
+        method = c["method"] + (" (kept)" if c.get("carried") else "")
+        lines.append(f"| {c['ipc']} | {method} | " + " | ".join(cells) + f" | {rand_cell} | "
                      f"{c['paper'] or '-'} | {seconds} |")
     return "\n".join(lines) + "\n"
 
@@ -388,9 +431,10 @@ def main(argv: list[str] | None = None) -> int:
             randoms[ipc] = random_reference(ipc, args)
         for method_name in args.methods:
             curves.append(run_curve(method_name, ipc, args))
+    stem, results = result_stem(args), Path(args.results_dir)
+    curves, randoms = with_carried_rows(results / f"{stem}.json", curves, randoms, args)
     text = markdown(curves, randoms, args)
     print(text)
-    stem, results = result_stem(args), Path(args.results_dir)
     capped = {str(ipc): run_length(ipc, args) for ipc in args.ipc if run_length(ipc, args) < args.iterations}
     save_json({"dataset": args.dataset, "preset": args.preset, "protocol": args.protocol, "runs": args.runs,
                "seed": args.seed, "device": args.device_resolved, "iterations": args.iterations,

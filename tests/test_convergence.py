@@ -100,3 +100,22 @@ def test_points_are_read_back_runs_continue_and_resume(conv, tmp_path: Path, mon
     assert calls == {"distill": 3, "evaluate": 5}  # other settings: the run starts over, every point is new
     assert json.loads((out / "run.json").read_text())["config"]["config"]["momentum"] == 0.9
     assert [p["iteration"] for p in changed["curves"][0]["points"]] == [2, 4, 6]
+
+
+def test_rows_of_the_results_file_are_kept_when_their_run_folder_is_gone(conv, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    first = _main(conv, tmp_path, "--iterations", "2", "--checkpoints", "1")
+    shutil.rmtree(tmp_path / "runs")  # another machine: only the results file travels
+    calls = _counting(conv, monkeypatch)
+    kept = _main(conv, tmp_path, "--iterations", "2", "--checkpoints", "1", "--stored-only", "--no-random")
+    assert calls == {"distill": 0, "evaluate": 0}
+    assert kept["curves"] == [dict(first["curves"][0], carried=True)]
+    assert kept["random"] == [dict(first["random"][0], carried=True)]
+    table = (tmp_path / "convergence_digits_smoke.md").read_text()
+    assert re.search(r"\| 1 \| dm \(kept\) \| [\d.]+ \+- [\d.]+ \| [\d.]+ \+- [\d.]+ \|", table) and "(kept):" in table
+
+    # other settings: the file's rows are measurements of something else and are not carried
+    other = _main(conv, tmp_path, "--iterations", "2", "--checkpoints", "1", "--stored-only", "--no-random",
+                  "--set-dm", "momentum=0.9")
+    assert other["curves"][0]["points"] == [] and other["random"] == []
