@@ -194,11 +194,22 @@ def evaluate_point(method_name: str, ipc: int, iteration: int, args: argparse.Na
         doc = {"snapshot_sha256": digest, "seed": args.seed, "eval": result.to_dict(),
                "eval_seconds": time.time() - started}
         save_json(doc, path)
-    ev, phases = doc["eval"], synset.metadata["cost"]["phases"]
+    ev = doc["eval"]
     return {"iteration": iteration, "mean": 100 * ev["mean"], "std": 100 * ev["std"],
-            "accuracies": [100 * a for a in ev["accuracies"]],
-            "distill_seconds": sum(p["seconds"] for p in phases if p["name"] == "distillation"),
+            "accuracies": [100 * a for a in ev["accuracies"]], **distill_cost(synset),
             "eval_seconds": doc.get("eval_seconds"), "snapshot": str(snapshot_path(out, iteration))}
+
+
+def distill_cost(synset: SyntheticSet) -> dict:
+    """Time and memory of the distillation that made ``synset``, from its cost ledger: seconds, seconds per
+    iteration, and the peak memory of the device it ran on (GPU: ``max_memory_allocated``; CPU: process RSS)."""
+    phases = [p for p in synset.metadata["cost"]["phases"] if p["name"] == "distillation"]
+    seconds, steps = sum(p["seconds"] for p in phases), sum(p.get("steps") or 0 for p in phases)
+    gpu = max((p.get("gpu_peak_bytes") or 0 for p in phases), default=0)
+    rss = max((p.get("cpu_peak_rss_bytes") or 0 for p in phases), default=0)
+    return {"distill_seconds": seconds, "seconds_per_iteration": seconds / steps if steps else None,
+            "device": phases[0].get("device") if phases else None,
+            "peak_memory_bytes": gpu or rss or None, "peak_memory_kind": "gpu" if gpu else ("rss" if rss else None)}
 
 
 def dataset(args: argparse.Namespace):
@@ -292,7 +303,9 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
         "that run's synthetic set after the column's iterations (a snapshot). Random real: random real images with "
         "the same stored images per class, evaluated once with the same protocol. Paper: NCFM paper Table 1/5 "
         "(20000 iterations, each method's own protocol; for orientation only). Distill s: wall-clock seconds of "
-        "the distillation up to the row's last point (feature-pool training not included).",
+        "the distillation up to the row's last point (feature-pool training not included); s/it: the same per "
+        "iteration; peak memory: the distillation's peak on its device (GPU: allocated tensors; CPU: process RSS, "
+        "the real dataset included).",
         "",
     ]
     if args.stored_only:
@@ -303,8 +316,9 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
     if capped:
         lines += [f"IPC {', '.join(map(str, capped))}: runs capped at {args.max_ipc50_iterations} iterations "
                   f"(--max-ipc50-iterations); its columns beyond that are not run.", ""]
-    lines += ["| IPC | method | " + " | ".join(f"it {n}" for n in cols) + " | random real | paper | distill s |",
-              "|---|---|" + "---|" * (len(cols) + 3)]
+    lines += ["| IPC | method | " + " | ".join(f"it {n}" for n in cols)
+              + " | random real | paper | distill s | s/it | peak memory |",
+              "|---|---|" + "---|" * (len(cols) + 5)]
     for c in curves:
         by_it = {p["iteration"]: p for p in c["points"]}
         cells = [f"{by_it[n]['mean']:.1f} +- {by_it[n]['std']:.1f}" if n in by_it
@@ -313,12 +327,16 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
         rand_cell = f"{rand['mean']:.1f} +- {rand['std']:.1f}" if rand else "-"
         if rand and rand.get("paper"):
             rand_cell += f" (paper {rand['paper']})"
-        seconds = f"{c['points'][-1]['distill_seconds']:.0f}" if c["points"] else "-"
+        last = c["points"][-1] if c["points"] else {}
+        seconds = f"{last['distill_seconds']:.0f}" if last else "-"
+        per_it = f"{last['seconds_per_iteration']:.2f}" if last.get("seconds_per_iteration") else "-"
+        memory = (f"{last['peak_memory_bytes'] / 2**30:.2f} GiB ({last['device']}, {last['peak_memory_kind']})"
+                  if last.get("peak_memory_bytes") else "-")
         if rand and rand.get("carried"):
             rand_cell += " (kept)"
         method = c["method"] + (" (kept)" if c.get("carried") else "")
         lines.append(f"| {c['ipc']} | {method} | " + " | ".join(cells) + f" | {rand_cell} | "
-                     f"{c['paper'] or '-'} | {seconds} |")
+                     f"{c['paper'] or '-'} | {seconds} | {per_it} | {memory} |")
     return "\n".join(lines) + "\n"
 
 

@@ -69,6 +69,11 @@ def test_points_are_read_back_runs_continue_and_resume(conv, tmp_path: Path, mon
     first = _main(conv, tmp_path, "--iterations", "4", "--checkpoints", "2")
     curve = first["curves"][0]
     assert [p["iteration"] for p in curve["points"]] == [2, 4] and first["random"][0]["ipc"] == 1
+    last = curve["points"][-1]  # time and memory from the snapshot's cost ledger
+    assert last["seconds_per_iteration"] == pytest.approx(last["distill_seconds"] / 4)
+    assert (last["device"], last["peak_memory_kind"]) == ("cpu", "rss") and last["peak_memory_bytes"] > 2**20
+    assert re.search(r"\| [\d.]+ \| \d+\.\d\d GiB \(cpu, rss\) \|$", (tmp_path / "convergence_digits_smoke.md")
+                     .read_text().splitlines()[-1])
     assert {"md", "png"} <= {p.suffix[1:] for p in tmp_path.glob("convergence_digits_smoke.*")}
     out = Path(curve["run_dir"])
 
