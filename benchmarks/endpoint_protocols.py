@@ -9,7 +9,8 @@ minutes on two cores). Beside them: the NCFM paper's figures (20000 iterations, 
 released NCFM code report in its public issue threads (CIFAR-10 IPC 1 about 36 % against 49.5; IPC 50 about 72 %
 against 77.4; ``../shared/specs/ncfm.md`` section 6).
 
-It never distils: the snapshots must exist (run ``convergence.py`` first; a clear error names the missing one). Each
+It never distils: the snapshots must exist (run ``convergence.py`` first; a clear error names the missing one), except
+the losing NCFM sampler's, whose quick score may come from the convergence results file. Each
 evaluation is stored beside its snapshot (``eval_<protocol>.json``, keyed by the snapshot's content, protocol, runs
 and seed) and read back on a second call.
 
@@ -58,11 +59,37 @@ def require_snapshot(method: str, args: argparse.Namespace) -> None:
                           f"IPC {args.ipc} with that checkpoint first (or pass the --runs-dir it used)")
 
 
+def stored_point(method: str, quick: argparse.Namespace) -> dict:
+    """The quick score of ``method``'s end point as kept in the convergence results file (its run folder is on
+    another machine), marked ``kept``; a clear error when the file does not hold it."""
+    path = Path(quick.results_dir) / f"{convergence.result_stem(quick)}.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    points = [p for c in doc.get("curves", []) if c["ipc"] == quick.ipc and c["method"] == method
+              for p in c["points"] if p["iteration"] == quick.iteration]
+    if not points or doc.get("runs") != quick.runs or doc.get("seed") != quick.seed:
+        snapshot = snapshot_path(convergence.run_folder(method, quick.ipc, quick), quick.iteration)
+        raise ConfigError(f"--iteration {quick.iteration}: no snapshot {snapshot} and no such point in {path}; run "
+                          f"benchmarks/convergence.py for IPC {quick.ipc} with that checkpoint first (or pass the "
+                          "--runs-dir it used)")
+    return dict(points[0], kept=True)
+
+
 def better_sampler(args: argparse.Namespace) -> tuple[str, dict[str, dict]]:
-    """The NCFM sampler whose set scores higher under the quick protocol at the end point (and both scores)."""
+    """The NCFM sampler whose set scores higher under the quick protocol at the end point (and both scores).
+
+    A sampler whose snapshot is not on this machine competes with its score kept in the convergence results file;
+    if that one wins, its set is needed and its absence is an error."""
     quick = with_protocol(args, args.quick_protocol, args.quick_runs)
-    scores = {m: convergence.evaluate_point(m, args.ipc, args.iteration, quick) for m in NCFM_SAMPLERS}
-    return max(scores, key=lambda m: scores[m]["mean"]), scores
+    quick.ipc, quick.iteration = args.ipc, args.iteration
+    scores = {m: convergence.evaluate_point(m, args.ipc, args.iteration, quick)
+              if snapshot_path(convergence.run_folder(m, args.ipc, args), args.iteration).is_file()
+              else stored_point(m, quick) for m in NCFM_SAMPLERS}
+    best = max(scores, key=lambda m: scores[m]["mean"])
+    if scores[best].get("kept"):
+        raise ConfigError(f"--iteration {args.iteration}: {best} scores higher by {args.quick_protocol} "
+                          f"({scores[best]['mean']:.1f} %, kept in the convergence results file) but its snapshot is "
+                          "not on this machine; run benchmarks/convergence.py for it first")
+    return best, scores
 
 
 # The settings a stored table must share with this run for its rows to be kept beside the new ones.
@@ -90,7 +117,9 @@ def merge_stored(doc: dict, path: Path) -> dict:
 
 def markdown(doc: dict) -> str:
     ipc, it = doc["ipc"], doc["iteration"]
-    quick = ", ".join(f"{m} {s['mean']:.1f} +- {s['std']:.1f}" for m, s in doc["sampler_choice"].items())
+    quick = ", ".join(f"{m} {s['mean']:.1f} +- {s['std']:.1f}" + (" kept in the convergence results file, its set "
+                                                                  "not on this machine" if s.get("kept") else "")
+                      for m, s in doc["sampler_choice"].items())
     chosen = (f"NCFM sampler chosen by `{doc['quick_protocol']}` at that point ({quick}): **{doc['ncfm_method']}**. "
               if doc["ncfm_method"] else "")
     lines = [f"# End point under the papers' protocols: {doc['dataset']}, IPC {ipc}, {it} distillation iterations",
@@ -149,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     args.device = args.device_resolved = str(resolve_device(args.device or "auto"))
     dm = ["dm"] if "dm" in args.methods else []
-    for method in (*(NCFM_SAMPLERS if "ncfm" in args.methods else ()), *dm):
+    for method in dm:  # the NCFM samplers' snapshots: better_sampler
         require_snapshot(method, args)
     convergence.dataset(args)  # loaded once: the per-protocol copies of args share it
     ncfm, choice = better_sampler(args) if "ncfm" in args.methods else (None, {})

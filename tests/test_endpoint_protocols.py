@@ -71,6 +71,24 @@ def test_end_point_table_on_tiny_runs(end, tmp_path: Path, monkeypatch) -> None:
     alone = json.loads(table.read_text())
     assert [r["method"] for r in alone["rows"]] == ["dm"] and alone["ncfm_method"] is None
 
+    # the other sampler's run folder on another machine: it competes with the score the convergence file keeps
+    import shutil
+
+    other = next(m for m in end.NCFM_SAMPLERS if m != best)
+    shutil.rmtree(conv.run_folder(other, 1, conv.parse_args(["--dataset", "digits", "--runs-dir",
+                                                                 str(tmp_path / "runs")])))
+    assert end.main([*argv, "--methods", "ncfm"]) == 0
+    kept = json.loads(table.read_text())
+    assert kept["ncfm_method"] == best and kept["sampler_choice"][other]["kept"] is True
+    assert kept["sampler_choice"][other]["mean"] == doc["sampler_choice"][other]["mean"]
+    assert "kept in the convergence results file" in (tmp_path / "endpoint_digits_ipc1_it2.md").read_text()
+    shutil.rmtree(conv.run_folder(best, 1, conv.parse_args(["--dataset", "digits", "--runs-dir",
+                                                                str(tmp_path / "runs")])))
+    with pytest.raises(ConfigError, match=rf"{best} scores higher by smoke .* not on this machine"):
+        end.main([*argv, "--methods", "ncfm"])
+    with pytest.raises(ConfigError, match=r"no snapshot .* and no such point"):  # neither a set nor a kept score
+        end.main([*argv, "--methods", "ncfm", "--quick-runs", "2"])
+
 
 def test_stored_rows_of_other_settings_are_not_merged(end, tmp_path: Path) -> None:
     doc = {"dataset": "cifar10", "preset": "cpu-quick", "ipc": 10, "iteration": 300, "seed": 0,
