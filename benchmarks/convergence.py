@@ -250,30 +250,27 @@ def random_reference(ipc: int, args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------- outputs
-CARRY_KEYS = ("dataset", "preset", "protocol", "runs", "seed", "overrides")
+KEEP_KEYS = ("dataset", "preset", "protocol", "runs", "seed", "overrides")
 
 
-def with_carried_rows(path: Path, curves: list[dict], randoms: dict[int, dict],
+def with_kept_rows(path: Path, curves: list[dict], randoms: dict[int, dict],
                       args: argparse.Namespace) -> tuple[list[dict], dict[int, dict]]:
     """This invocation's rows plus the rows of the previous results file that it did not produce.
 
     Run folders stay on the machine that made them; the results file is what is kept. A row of the file whose
-    (IPC, method) this invocation left out, or found no point of on disk, is kept and marked ``carried``, and so is a
+    (IPC, method) this invocation left out, or found no point of on disk, is kept and marked ``kept``, and so is a
     random reference not made this time, when the file was written with the same dataset, preset, protocol,
     runs, seed and overrides. Rows made now always win. Sets ``args.ipc`` to every IPC in the table."""
     previous = json.loads(path.read_text()) if path.exists() else None
-    settings = {"dataset": args.dataset, "preset": args.preset, "protocol": args.protocol, "runs": args.runs,
-                "seed": args.seed, "overrides": args.overrides}
-    if previous is not None and any(previous.get(key) != settings[key] for key in CARRY_KEYS):
-        print(f"{path.name}: written with other settings; its rows are replaced, not carried", flush=True)
+    if previous is not None and any(previous.get(key) != getattr(args, key) for key in KEEP_KEYS):
+        print(f"{path.name}: written with other settings; its rows are replaced, not kept", flush=True)
         previous = None
     if previous is not None:
         made = {(c["ipc"], c["method"]) for c in curves if c["points"]}
-        kept = [dict(c, carried=True) for c in previous["curves"]
-                if c["points"] and (c["ipc"], c["method"]) not in made]
-        curves = [c for c in curves if c["points"] or (c["ipc"], c["method"]) not in {(k["ipc"], k["method"])
-                                                                                      for k in kept}] + kept
-        randoms = {**{r["ipc"]: dict(r, carried=True) for r in previous.get("random", [])}, **randoms}
+        kept = [dict(c, kept=True) for c in previous["curves"] if c["points"] and (c["ipc"], c["method"]) not in made]
+        replaced = {(c["ipc"], c["method"]) for c in kept}  # rows without a point now
+        curves = [c for c in curves if (c["ipc"], c["method"]) not in replaced] + kept
+        randoms = {**{r["ipc"]: dict(r, kept=True) for r in previous.get("random", [])}, **randoms}
     order = {name: i for i, name in enumerate(METHODS)}
     curves.sort(key=lambda c: (c["ipc"], order[c["method"]]))
     args.ipc = sorted({c["ipc"] for c in curves} | set(randoms) | set(args.ipc))
@@ -287,7 +284,7 @@ def paper_value(text: str | None) -> float | None:
 
 
 def columns(curves: list[dict], args: argparse.Namespace) -> list[int]:
-    """The asked-for points of every IPC and any other point a carried row holds."""
+    """The asked-for points of every IPC and any other point a kept row holds."""
     return sorted({n for ipc in args.ipc for n in points_for(ipc, args)}
                   | {p["iteration"] for c in curves for p in c["points"]})
 
@@ -310,7 +307,7 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
     ]
     if args.stored_only:
         lines += ["Points on disk only (--stored-only): '-' marks a point this run has not reached.", ""]
-    if any(c.get("carried") for c in curves) or any(r.get("carried") for r in randoms.values()):
+    if any(c.get("kept") for c in curves) or any(r.get("kept") for r in randoms.values()):
         lines += ["(kept): a row or random reference read back from this results file, measured by an earlier "
                   "invocation with the same settings whose run folder is not on this machine.", ""]
     if capped:
@@ -332,9 +329,9 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
         per_it = f"{last['seconds_per_iteration']:.2f}" if last.get("seconds_per_iteration") else "-"
         memory = (f"{last['peak_memory_bytes'] / 2**30:.2f} GiB ({last['device']}, {last['peak_memory_kind']})"
                   if last.get("peak_memory_bytes") else "-")
-        if rand and rand.get("carried"):
+        if rand and rand.get("kept"):
             rand_cell += " (kept)"
-        method = c["method"] + (" (kept)" if c.get("carried") else "")
+        method = c["method"] + (" (kept)" if c.get("kept") else "")
         lines.append(f"| {c['ipc']} | {method} | " + " | ".join(cells) + f" | {rand_cell} | "
                      f"{c['paper'] or '-'} | {seconds} | {per_it} | {memory} |")
     return "\n".join(lines) + "\n"
@@ -450,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         for method_name in args.methods:
             curves.append(run_curve(method_name, ipc, args))
     stem, results = result_stem(args), Path(args.results_dir)
-    curves, randoms = with_carried_rows(results / f"{stem}.json", curves, randoms, args)
+    curves, randoms = with_kept_rows(results / f"{stem}.json", curves, randoms, args)
     text = markdown(curves, randoms, args)
     print(text)
     capped = {str(ipc): run_length(ipc, args) for ipc in args.ipc if run_length(ipc, args) < args.iterations}

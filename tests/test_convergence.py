@@ -115,12 +115,12 @@ def test_rows_of_the_results_file_are_kept_when_their_run_folder_is_gone(conv, t
     calls = _counting(conv, monkeypatch)
     kept = _main(conv, tmp_path, "--iterations", "2", "--checkpoints", "1", "--stored-only", "--no-random")
     assert calls == {"distill": 0, "evaluate": 0}
-    assert kept["curves"] == [dict(first["curves"][0], carried=True)]
-    assert kept["random"] == [dict(first["random"][0], carried=True)]
+    assert kept["curves"] == [dict(first["curves"][0], kept=True)]
+    assert kept["random"] == [dict(first["random"][0], kept=True)]
     table = (tmp_path / "convergence_digits_smoke.md").read_text()
     assert re.search(r"\| 1 \| dm \(kept\) \| [\d.]+ \+- [\d.]+ \| [\d.]+ \+- [\d.]+ \|", table) and "(kept):" in table
 
-    # other settings: the file's rows are measurements of something else and are not carried
+    # other settings: the file's rows are measurements of something else and are not kept
     other = _main(conv, tmp_path, "--iterations", "2", "--checkpoints", "1", "--stored-only", "--no-random",
                   "--set-dm", "momentum=0.9")
     assert other["curves"][0]["points"] == [] and other["random"] == []
