@@ -319,7 +319,7 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
     for c in curves:
         by_it = {p["iteration"]: p for p in c["points"]}
         cells = [f"{by_it[n]['mean']:.1f} +- {by_it[n]['std']:.1f}" if n in by_it
-                 else ("not run (cap)" if c["capped"] and n > c["iterations_run"] else "-") for n in cols]
+                 else ("not run (cap)" if c["capped"] and n > args.max_ipc50_iterations else "-") for n in cols]
         rand = randoms.get(c["ipc"])
         rand_cell = f"{rand['mean']:.1f} +- {rand['std']:.1f}" if rand else "-"
         if rand and rand.get("paper"):

@@ -124,3 +124,11 @@ def test_rows_of_the_results_file_are_kept_when_their_run_folder_is_gone(conv, t
     other = _main(conv, tmp_path, "--iterations", "2", "--checkpoints", "1", "--stored-only", "--no-random",
                   "--set-dm", "momentum=0.9")
     assert other["curves"][0]["points"] == [] and other["random"] == []
+
+
+def test_a_capped_run_that_stopped_early_shows_dash_below_the_cap(conv) -> None:
+    args = conv.parse_args(["--ipc", "10", "50", "--stored-only"])  # IPC 50 capped at 300; columns 80 300 1000
+    point = {"iteration": 80, "mean": 47.5, "std": 0.2, "distill_seconds": 800.0}
+    curve = {"method": "dm", "ipc": 50, "iterations_run": 80, "capped": True, "points": [point], "paper": None}
+    row = conv.markdown([curve], {}, args).splitlines()[-1]
+    assert row.startswith("| 50 | dm | 47.5 +- 0.2 | - | not run (cap) | - | - | 800 | - | - |")
