@@ -309,7 +309,8 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
         lines += ["Points on disk only (--stored-only): '-' marks a point this run has not reached.", ""]
     if any(c.get("kept") for c in curves) or any(r.get("kept") for r in randoms.values()):
         lines += ["(kept): a row or random reference read back from this results file, measured by an earlier "
-                  "invocation with the same settings whose run folder is not on this machine.", ""]
+                  "invocation with the same settings (not asked for this time, or its run folder is not on this "
+                  "machine).", ""]
     if capped:
         lines += [f"IPC {', '.join(map(str, capped))}: runs capped at {args.max_ipc50_iterations} iterations "
                   f"(--max-ipc50-iterations); its columns beyond that are not run.", ""]
