@@ -254,7 +254,7 @@ KEEP_KEYS = ("dataset", "preset", "protocol", "runs", "seed", "overrides")
 
 
 def with_kept_rows(path: Path, curves: list[dict], randoms: dict[int, dict],
-                      args: argparse.Namespace) -> tuple[list[dict], dict[int, dict]]:
+                   args: argparse.Namespace) -> tuple[list[dict], dict[int, dict]]:
     """This invocation's rows plus the rows of the previous results file that it did not produce.
 
     Run folders stay on the machine that made them; the results file is what is kept. A row of the file whose

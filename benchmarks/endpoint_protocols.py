@@ -52,11 +52,20 @@ def with_protocol(args: argparse.Namespace, protocol: str, runs: int) -> argpars
     return run
 
 
+def end_snapshot(method: str, args: argparse.Namespace) -> Path:
+    return snapshot_path(convergence.run_folder(method, args.ipc, args), args.iteration)
+
+
+def missing_snapshot(method: str, args: argparse.Namespace, also: str = "") -> ConfigError:
+    """The error for an end point without a snapshot of ``method`` (``also``: what else was looked for)."""
+    return ConfigError(f"--iteration {args.iteration}: no snapshot {end_snapshot(method, args)}{also}; run "
+                       f"benchmarks/convergence.py for IPC {args.ipc} with that checkpoint first (or pass the "
+                       "--runs-dir it used)")
+
+
 def require_snapshot(method: str, args: argparse.Namespace) -> None:
-    path = snapshot_path(convergence.run_folder(method, args.ipc, args), args.iteration)
-    if not path.is_file():
-        raise ConfigError(f"--iteration {args.iteration}: no snapshot {path}; run benchmarks/convergence.py for "
-                          f"IPC {args.ipc} with that checkpoint first (or pass the --runs-dir it used)")
+    if not end_snapshot(method, args).is_file():
+        raise missing_snapshot(method, args)
 
 
 def stored_point(method: str, quick: argparse.Namespace) -> dict:
@@ -67,10 +76,7 @@ def stored_point(method: str, quick: argparse.Namespace) -> dict:
     points = [p for c in doc.get("curves", []) if c["ipc"] == quick.ipc and c["method"] == method
               for p in c["points"] if p["iteration"] == quick.iteration]
     if not points or doc.get("runs") != quick.runs or doc.get("seed") != quick.seed:
-        snapshot = snapshot_path(convergence.run_folder(method, quick.ipc, quick), quick.iteration)
-        raise ConfigError(f"--iteration {quick.iteration}: no snapshot {snapshot} and no such point in {path}; run "
-                          f"benchmarks/convergence.py for IPC {quick.ipc} with that checkpoint first (or pass the "
-                          "--runs-dir it used)")
+        raise missing_snapshot(method, quick, also=f" and no such point in {path}")
     return dict(points[0], kept=True)
 
 
@@ -80,9 +86,7 @@ def better_sampler(args: argparse.Namespace) -> tuple[str, dict[str, dict]]:
     A sampler whose snapshot is not on this machine competes with its score kept in the convergence results file;
     if that one wins, its set is needed and its absence is an error."""
     quick = with_protocol(args, args.quick_protocol, args.quick_runs)
-    quick.ipc, quick.iteration = args.ipc, args.iteration
-    scores = {m: convergence.evaluate_point(m, args.ipc, args.iteration, quick)
-              if snapshot_path(convergence.run_folder(m, args.ipc, args), args.iteration).is_file()
+    scores = {m: convergence.evaluate_point(m, args.ipc, args.iteration, quick) if end_snapshot(m, args).is_file()
               else stored_point(m, quick) for m in NCFM_SAMPLERS}
     best = max(scores, key=lambda m: scores[m]["mean"])
     if scores[best].get("kept"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,8 +109,6 @@ def test_points_are_read_back_runs_continue_and_resume(conv, tmp_path: Path, mon
 
 
 def test_rows_of_the_results_file_are_kept_when_their_run_folder_is_gone(conv, tmp_path: Path, monkeypatch) -> None:
-    import shutil
-
     first = _main(conv, tmp_path, "--iterations", "2", "--checkpoints", "1")
     shutil.rmtree(tmp_path / "runs")  # another machine: only the results file travels
     calls = _counting(conv, monkeypatch)

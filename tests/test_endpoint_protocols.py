@@ -5,6 +5,7 @@ missing snapshot is a clear error."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,6 @@ def test_end_point_table_on_tiny_runs(end, tmp_path: Path, monkeypatch) -> None:
     assert [r["method"] for r in alone["rows"]] == ["dm"] and alone["ncfm_method"] is None
 
     # the other sampler's run folder on another machine: it competes with the score the convergence file keeps
-    import shutil
-
     other = next(m for m in end.NCFM_SAMPLERS if m != best)
     shutil.rmtree(conv.run_folder(other, 1, conv.parse_args(["--dataset", "digits", "--runs-dir",
                                                                  str(tmp_path / "runs")])))
