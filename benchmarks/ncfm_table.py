@@ -41,7 +41,7 @@ from datacomp.cost import save_json
 from datacomp.distillers import distill
 from datacomp.distillers.configs import resolved_switches
 from datacomp.distillers.presets import config_dict, config_from_dict, get_config
-from datacomp.errors import run_script
+from datacomp.errors import check_int_at_least, run_script
 from datacomp.evaluation import get_protocol
 from datacomp.io import atomic_write
 from datacomp.runtime import keep_freed_memory, resolve_device
@@ -243,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="", help="suffix of the run directories and result files")
     parser.add_argument("--quick", action="store_true", help="tiny settings on digits, to validate the script")
     args = parser.parse_args(argv)
+    for ipc in args.ipc:  # at the boundary, before any data is loaded
+        check_int_at_least(ipc, "--ipc", 1)
+    for name in ("runs", *(("iterations",) if args.iterations is not None else ())):
+        check_int_at_least(getattr(args, name), f"--{name}", 1)
     keep_freed_memory()  # as the CLI does: freed tensor memory is reused, not page-faulted back in
     args.overrides = {method: dict(item.split("=", 1) for item in items)
                       for method, items in (("ncfm", args.set_items), ("dm", args.set_dm_items)) if items}

@@ -55,7 +55,8 @@ def test_run_script_lets_unexpected_errors_through():
 
 @pytest.mark.parametrize("script, argv, names", [
     ("convergence.py", ["--runs", "0"], "--runs"),
-    ("ncfm_table.py", ["--ipc", "0"], "ipc must be"),
+    ("ncfm_table.py", ["--ipc", "0"], "--ipc must be an integer >= 1"),
+    ("ncfm_table.py", ["--runs", "0"], "--runs must be an integer >= 1"),
     ("ncfm_factors.py", ["--runs", "0"], "--runs"),
     ("coreset_table.py", ["--runs", "0"], "--runs must be an integer >= 1"),
     ("coreset_table.py", ["--quick", "--ipc", "1", "0"], "--ipc must be an integer >= 1"),
