@@ -88,12 +88,13 @@ def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
 
 
 def _missing(name: str, root: Path, expected: str) -> DataNotFoundError:
+    """One line (a CLI prints it as ``prog: error: ...``): where it looked, what it expected, how to fix it."""
     shared = os.environ.get("DATACOMP_SHARED_DATA")
+    offline = name in ("cifar10", "mnist")
     return DataNotFoundError(
-        f"dataset '{name}': files not found.\n"
-        f"  Looked in --data-root / $DATACOMP_DATA = {root}\n"
-        f"  Expected (torchvision layout): {expected}\n"
-        + (f"  Offline copies ($DATACOMP_SHARED_DATA={shared}) have no copy of it.\n" if shared else "")
-        + "  Fix: place those files there, or pass --download (needs network access)"
-        + (", or set DATACOMP_SHARED_DATA to a folder holding the offline copies." if name in ("cifar10", "mnist") else ".")
+        f"dataset '{name}': files not found in {root} (--data-root / $DATACOMP_DATA). "
+        f"Expected (torchvision layout): {expected}. "
+        + (f"The offline copies in $DATACOMP_SHARED_DATA={shared} have none. " if shared else "")
+        + "Fix: place those files there, or pass --download (needs network access)"
+        + (", or set DATACOMP_SHARED_DATA to a folder holding the offline copies" if offline else "") + "."
     )
