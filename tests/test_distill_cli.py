@@ -270,15 +270,18 @@ def bit_for_bit_runs(tmp_path_factory) -> Path:
 
 def _torchrun_worker(root: Path) -> None:
     """One torchrun rank of :func:`bit_for_bit_runs`: ``datacomp distill`` for each method in one process group."""
-    import torch.distributed as dist
+    from datacomp.distillers.distributed import setup
 
-    dist.init_process_group(backend="gloo")  # the runs find it initialised and leave it open for the next
+    ctx = setup("cpu")  # the runs find the group initialised and leave it open for the next
     try:
         for method in BIT_FOR_BIT_METHODS:
             if main(_bit_for_bit_flags(root, method, "two")) != 0:
-                raise SystemExit(f"datacomp distill --method {method} failed on rank {dist.get_rank()}")
+                raise SystemExit(f"datacomp distill --method {method} failed on rank {ctx.rank}")
     finally:
-        dist.destroy_process_group()
+        # Not a bare destroy_process_group: rank 1 finishes while rank 0 still writes the last run's outputs, and a
+        # gloo rank that tears its group down and exits before its peer can abort at exit (SIGABRT, "terminate called
+        # without an active exception"); close() first meets the peer at a bounded barrier.
+        ctx.close(timeout_s=300.0)
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.distillers.base import Job
 from datacomp.distillers.checkpoints import checkpoint_dir, find_resumable, has_checkpoints, restore
-from datacomp.distillers.distributed import Context, setup, split_classes
+from datacomp.distillers.distributed import CLOSE_BARRIER_S, FINISHED_BARRIER_S, Context, setup, split_classes
 from datacomp.distillers.loop import LoopState, run_loop
 from datacomp.distillers.methods import DISTILLERS
 from datacomp.distillers.multiformation import check_factor
@@ -211,10 +211,14 @@ def distill(dataset: str | ImageDataset = "digits", method: str = "ncfm", ipc: i
     device = resolve_device(options.device)
     _check_options(options)
     ctx = setup(device)
+    finished = False
     try:
-        return _run(ctx, _Request(dataset, method, ipc, preset, dict(overrides or {}), seed), options)
+        result = _run(ctx, _Request(dataset, method, ipc, preset, dict(overrides or {}), seed), options)
+        finished = True
+        return result
     finally:
-        ctx.close()
+        # a finished rank waits for the main one to write and evaluate; after a failure the wait is short
+        ctx.close(FINISHED_BARRIER_S if finished else CLOSE_BARRIER_S)
 
 
 @dataclass

@@ -21,8 +21,11 @@ from datacomp.errors import ConfigError
 
 __all__ = ["Context", "setup", "split_classes"]
 
-# Seconds the ranks wait for each other before tearing the process group down (see Context.close).
+# Seconds the ranks wait for each other before tearing the process group down (see Context.close): after a failure
+# (a peer may be gone), and after a finished run, when the main process may still be writing and evaluating the set
+# for a long time (a rank that tears its gloo group down and exits before its peer can abort at exit).
 CLOSE_BARRIER_S = 10.0
+FINISHED_BARRIER_S = 24 * 3600.0
 
 
 def _balanced(count: int, parts: int) -> list[int]:
