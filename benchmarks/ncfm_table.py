@@ -245,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for ipc in args.ipc:  # at the boundary, before any data is loaded
         check_int_at_least(ipc, "--ipc", 1)
-    for name in ("runs", *(("iterations",) if args.iterations is not None else ())):
-        check_int_at_least(getattr(args, name), f"--{name}", 1)
+    check_int_at_least(args.runs, "--runs", 1)
+    if args.iterations is not None:
+        check_int_at_least(args.iterations, "--iterations", 1)
     keep_freed_memory()  # as the CLI does: freed tensor memory is reused, not page-faulted back in
     args.overrides = {method: dict(item.split("=", 1) for item in items)
                       for method, items in (("ncfm", args.set_items), ("dm", args.set_dm_items)) if items}
