@@ -237,8 +237,8 @@ def run_curve(method_name: str, ipc: int, args: argparse.Namespace) -> dict:
               f"(distilled {point['distill_seconds']:.0f} s)", flush=True)
     length = run_length(ipc, args)
     last = (curve[-1]["iteration"] if curve else 0) if args.stored_only else length
-    return {"method": method_name, "ipc": ipc, "iterations_run": last, "capped": length < args.iterations,
-            "points": curve, "run_dir": str(out), "paper": PAPER.get(args.dataset, {}).get(method_name, {}).get(ipc)}
+    return {"method": method_name, "ipc": ipc, "iterations_run": last, "run_length": length,
+            "capped": length < args.iterations, "points": curve, "run_dir": str(out), "paper": PAPER.get(args.dataset, {}).get(method_name, {}).get(ipc)}
 
 
 def random_reference(ipc: int, args: argparse.Namespace) -> dict:
@@ -283,6 +283,25 @@ def paper_value(text: str | None) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def row_length(curve: dict) -> int:
+    """The iterations the row's run was asked to reach (files from before ``run_length`` was stored: its last)."""
+    return curve.get("run_length", curve["iterations_run"])
+
+
+def cap_line(curves: list[dict]) -> str | None:
+    """Which rows ran shorter than the columns, each at its own cap (rows kept from an earlier invocation may differ)."""
+    by_ipc: dict[int, dict[int, list[str]]] = {}
+    for c in curves:
+        if c["capped"]:
+            by_ipc.setdefault(c["ipc"], {}).setdefault(row_length(c), []).append(c["method"])
+    if not by_ipc:
+        return None
+    parts = [f"IPC {ipc}: " + "; ".join(f"{', '.join(methods)} at {n}" for n, methods in sorted(lengths.items()))
+             for ipc, lengths in sorted(by_ipc.items())]
+    return ("Runs capped (--max-ipc50-iterations): " + "; ".join(parts)
+            + ". A row's columns beyond its cap are not run.")
+
+
 def columns(curves: list[dict], args: argparse.Namespace) -> list[int]:
     """The asked-for points of every IPC and any other point a kept row holds."""
     return sorted({n for ipc in args.ipc for n in points_for(ipc, args)}
@@ -291,7 +310,6 @@ def columns(curves: list[dict], args: argparse.Namespace) -> list[int]:
 
 def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namespace) -> str:
     cols = columns(curves, args)
-    capped = sorted({c["ipc"] for c in curves if c["capped"]})
     lines = [
         f"# Convergence: {args.dataset}, preset `{args.preset}` (iterations set per run), protocol `{args.protocol}`, "
         f"{args.runs} evaluation runs per point, seed {args.seed}",
@@ -311,16 +329,16 @@ def markdown(curves: list[dict], randoms: dict[int, dict], args: argparse.Namesp
         lines += ["(kept): a row or random reference read back from this results file, measured by an earlier "
                   "invocation with the same settings (not asked for this time, or its run folder is not on this "
                   "machine).", ""]
-    if capped:
-        lines += [f"IPC {', '.join(map(str, capped))}: runs capped at {args.max_ipc50_iterations} iterations "
-                  f"(--max-ipc50-iterations); its columns beyond that are not run.", ""]
+    cap = cap_line(curves)
+    if cap:
+        lines += [cap, ""]
     lines += ["| IPC | method | " + " | ".join(f"it {n}" for n in cols)
               + " | random real | paper | distill s | s/it | peak memory |",
               "|---|---|" + "---|" * (len(cols) + 5)]
     for c in curves:
         by_it = {p["iteration"]: p for p in c["points"]}
         cells = [f"{by_it[n]['mean']:.1f} +- {by_it[n]['std']:.1f}" if n in by_it
-                 else ("not run (cap)" if c["capped"] and n > args.max_ipc50_iterations else "-") for n in cols]
+                 else ("not run (cap)" if c["capped"] and n > row_length(c) else "-") for n in cols]
         rand = randoms.get(c["ipc"])
         rand_cell = f"{rand['mean']:.1f} +- {rand['std']:.1f}" if rand else "-"
         if rand and rand.get("paper"):
@@ -368,8 +386,8 @@ def plot(curves: list[dict], randoms: dict[int, dict], args: argparse.Namespace)
             ax.set_xticks(ticks)
         ax.set_xlabel("distillation iterations")
         ax.set_ylabel("test accuracy (%)")
-        capped = any(c["capped"] for c in curves if c["ipc"] == ipc)
-        ax.set_title(f"IPC {ipc}" + (f" (capped at {run_length(ipc, args)} it)" if capped else ""))
+        caps = sorted({row_length(c) for c in curves if c["ipc"] == ipc and c["capped"]})
+        ax.set_title(f"IPC {ipc}" + (f" (capped at {' / '.join(map(str, caps))} it)" if caps else ""))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{args.dataset}, preset {args.preset}, protocol {args.protocol}, {args.runs} runs per point",
@@ -451,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     curves, randoms = with_kept_rows(results / f"{stem}.json", curves, randoms, args)
     text = markdown(curves, randoms, args)
     print(text)
-    capped = {str(ipc): run_length(ipc, args) for ipc in args.ipc if run_length(ipc, args) < args.iterations}
+    capped = {f"{c['ipc']} {c['method']}": row_length(c) for c in curves if c["capped"]}
     save_json({"dataset": args.dataset, "preset": args.preset, "protocol": args.protocol, "runs": args.runs,
                "seed": args.seed, "device": args.device_resolved, "iterations": args.iterations,
                "checkpoints": args.checkpoints, "max_ipc50_iterations": args.max_ipc50_iterations,

@@ -84,7 +84,8 @@ def test_points_are_read_back_runs_continue_and_resume(conv, tmp_path: Path, mon
 
     # --stored-only: a longer run asked for, nothing done, the table stops where the run stopped
     partial = _main(conv, tmp_path, "--iterations", "6", "--checkpoints", "2", "4", "--stored-only")
-    assert calls == {"distill": 0, "evaluate": 0} and partial["curves"] == first["curves"]
+    assert calls == {"distill": 0, "evaluate": 0} and partial["curves"][0]["run_length"] == 6  # asked, not reached
+    assert [dict(c, run_length=4) for c in partial["curves"]] == first["curves"]
     table = (tmp_path / "convergence_digits_smoke.md").read_text()
     assert "--stored-only" in table and re.search(r"\| 1 \| dm \| [\d.]+ \+- [\d.]+ \| [\d.]+ \+- [\d.]+ \| - \|", table)
 
@@ -128,6 +129,26 @@ def test_rows_of_the_results_file_are_kept_when_their_run_folder_is_gone(conv, t
 def test_a_capped_run_that_stopped_early_shows_dash_below_the_cap(conv) -> None:
     args = conv.parse_args(["--ipc", "10", "50", "--stored-only"])  # IPC 50 capped at 300; columns 80 300 1000
     point = {"iteration": 80, "mean": 47.5, "std": 0.2, "distill_seconds": 800.0}
-    curve = {"method": "dm", "ipc": 50, "iterations_run": 80, "capped": True, "points": [point], "paper": None}
+    curve = {"method": "dm", "ipc": 50, "iterations_run": 80, "run_length": 300, "capped": True, "points": [point],
+             "paper": None}
     row = conv.markdown([curve], {}, args).splitlines()[-1]
     assert row.startswith("| 50 | dm | 47.5 +- 0.2 | - | not run (cap) | - | - | 800 | - | - |")
+
+
+def test_rows_run_under_different_caps_each_show_their_own(conv) -> None:
+    """A kept row run to 300 beside a row of this invocation capped at 80: the header and the cells follow each row's own cap."""
+    args = conv.parse_args(["--ipc", "50", "--checkpoints", "80", "--max-ipc50-iterations", "80"])
+    point = lambda n: {"iteration": n, "mean": 50.0, "std": 0.1, "distill_seconds": 10.0 * n}  # noqa: E731
+    dm = {"method": "dm", "ipc": 50, "iterations_run": 300, "run_length": 300, "capped": True, "kept": True,
+          "points": [point(80), point(300)], "paper": None}
+    ncfm = {"method": "ncfm-gaussian", "ipc": 50, "iterations_run": 80, "run_length": 80, "capped": True,
+            "points": [point(80)], "paper": None}
+    old = {"method": "ncfm-learned", "ipc": 50, "iterations_run": 80, "capped": True, "kept": True,
+           "points": [point(80)], "paper": None}  # a file from before run_length was stored: its last iteration
+    lines = conv.markdown([ncfm, old, dm], {}, args).splitlines()
+    assert ("Runs capped (--max-ipc50-iterations): IPC 50: ncfm-gaussian, ncfm-learned at 80; dm at 300. "
+            "A row's columns beyond its cap are not run.") in lines
+    rows = {line.split(" | ")[1]: line.split(" | ")[2:4] for line in lines if line.startswith("| 50 |")}
+    assert rows["dm (kept)"] == ["50.0 +- 0.1", "50.0 +- 0.1"]
+    assert rows["ncfm-gaussian"] == ["50.0 +- 0.1", "not run (cap)"]
+    assert rows["ncfm-learned (kept)"] == ["50.0 +- 0.1", "not run (cap)"]

@@ -7,12 +7,14 @@ Run as a script (``python tests/test_lm_shard.py OUT MODEL RECORDS``) it is the 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,22 @@ def test_shard_range_with_more_ranks_than_items_leaves_the_last_ranks_empty() ->
 def test_shard_range_refuses_bad_arguments(args, match) -> None:
     with pytest.raises(ConfigError, match=match):
         shard_range(*args)
+
+
+def test_the_wait_at_exit_is_long_after_finished_work_and_short_after_a_failure(monkeypatch) -> None:
+    from datacomp.distillers.distributed import CLOSE_BARRIER_S, FINISHED_BARRIER_S
+    from datacomp.lm import shard
+
+    monkeypatch.setitem(shard._EXIT, "failed", False)
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: seen.append(exc[0]))
+    seen: list = []
+    assert shard._exit_wait_s() == FINISHED_BARRIER_S > CLOSE_BARRIER_S
+    shard._record_uncaught()  # as join_torchrun does when it starts the group
+    sys.excepthook(ValueError, ValueError("x"), None)  # an uncaught exception: marked, then the previous hook
+    assert seen == [ValueError] and shard._exit_wait_s() == CLOSE_BARRIER_S
+    monkeypatch.setitem(shard._EXIT, "failed", False)
+    shard.mark_failed()  # an error caught and turned into an exit status
+    assert shard._exit_wait_s() == CLOSE_BARRIER_S
 
 
 def test_without_a_process_group_everything_is_a_no_op() -> None:
@@ -151,10 +169,15 @@ def _whisper(model: Path, records: list[dict], cache: Path) -> dict:
 def worker(out: Path, model: Path, records: Path) -> None:
     """One torchrun rank: the selection (rank 0 writes ``out/run``; the process group lives for the call), the same
     selection again (served from the cache entry rank 0 wrote), the harvests of :data:`CONFIGS`, then Data Whisperer
-    twice through ``out/dw-cache``; every rank saves what it got as ``out/rank{R}.npz``."""
+    twice through ``out/dw-cache``; every rank saves what it got as ``out/rank{R}.npz``. Rank 1 then stays on for
+    longer than the failure wait, and each rank notes when its process group was closed at exit (``out/closed{R}``)."""
+    from datacomp.distillers.distributed import CLOSE_BARRIER_S
     from datacomp.lm import load_lm
     from datacomp.lm.shard import ranks
 
+    rank = int(os.environ["RANK"])
+    # registered before the group is joined, so it runs after the group's close (exit handlers run last-in first)
+    atexit.register(lambda: (out / f"closed{rank}").write_text(repr(time.time())))
     torch.set_num_threads(1)
     first = _select(model, records, out / "run")
     again = _select(model, records, None)
@@ -170,6 +193,9 @@ def worker(out: Path, model: Path, records: Path) -> None:
                   from_cache=np.array([first.record.extra["lm"]["from_cache"],
                                        again.record.extra["lm"]["from_cache"]]))
     np.savez(out / f"rank{group.rank}.npz", **arrays)
+    if not group.is_main:  # rank-local work after the last collective, longer than a failed peer is waited for
+        time.sleep(CLOSE_BARRIER_S + 2)
+        (out / "rank1-left").write_text(repr(time.time()))
 
 
 @pytest.fixture(scope="module")
@@ -201,14 +227,17 @@ def test_torchrun_two_ranks_harvest_and_select_like_one_process(tiny, tmp_path: 
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        _, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=150)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
         proc.communicate()
-        pytest.fail("the 2-process torchrun job did not finish in 120 s")
+        pytest.fail("the 2-process torchrun job did not finish in 150 s")
     assert proc.returncode == 0, stderr[-3000:]
     r0, r1 = (dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(2))
     assert int(r0["world"]) == int(r1["world"]) == 2 and int(r1["rank"]) == 1
+    # rank 0 finished long before rank 1 left; it kept the group open until rank 1 came to close it too (gloo's
+    # monitored barrier bounds only rank 0's wait: the other ranks wait for rank 0 in any case)
+    assert float((tmp_path / "closed0").read_text()) >= float((tmp_path / "rank1-left").read_text())
 
     lm = load_lm(str(model), device="cpu")
     texts = _texts(json.loads(records.read_text()))

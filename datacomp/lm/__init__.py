@@ -28,7 +28,7 @@ from .forward import (content_mask, decoder_layers, encode_texts, final_norm, hi
                       layer_index, pad_batch)
 from .models import INSTALL_HINT, LM_REGISTRY, LanguageModel, load_lm, model_digest, resolve_lm
 from .shard import (Ranks, all_gather_concat, all_gather_json, any_rank, gather_in_order, join_torchrun, local_range,
-                    ranks, shard_range)
+                    mark_failed, ranks, shard_range)
 from .finetune import FinetuneConfig, FinetuneResult
 from .finetune_run import FinetuneOptions, FinetuneRun, finetune_subset
 from .heldout_eval import EvalConfig, LMEval, evaluate_lm
@@ -47,5 +47,5 @@ __all__ = [
     "layer_attention", "LM_EMBEDDER_PREFIX", "parse_lm_embedder", "lm_embeddings",
     "cached_whisper_scores", "WhispererConfig", "WhispererResult", "whisper_scores",
     "Ranks", "shard_range", "local_range", "ranks", "join_torchrun", "gather_in_order",
-    "all_gather_concat", "all_gather_json", "any_rank",
+    "all_gather_concat", "all_gather_json", "any_rank", "mark_failed",
 ]

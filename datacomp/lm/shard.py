@@ -15,6 +15,13 @@ on the rank's current CUDA device). Under ``torchrun`` without a group yet, :fun
 through :func:`datacomp.distillers.distributed.setup` (the same rule as ``datacomp distill``). Without a process group
 (or with one process) every function here is a no-op: the pool is one slice and gathers return their input.
 Gathers move tensors only (JSON travels as UTF-8 bytes); nothing is pickled.
+
+A group started by :func:`join_torchrun` is closed when the interpreter exits, after the ranks meet at a barrier
+(:meth:`~datacomp.distillers.distributed.Context.close`). After finished work the main rank waits there as long as
+its peers need (they may still work after the last collective; a rank that tears its gloo group down while a peer
+still uses it can abort at exit); after a failure (:func:`mark_failed`, an uncaught exception) it waits only
+briefly, since a peer may be gone. The other ranks always wait for the main one (gloo's monitored barrier bounds
+only rank 0's wait).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +40,37 @@ import torch.distributed as dist
 from datacomp.errors import ConfigError, DataError, is_int
 
 __all__ = ["Ranks", "shard_range", "ranks", "join_torchrun", "local_range", "all_gather_concat", "gather_in_order",
-           "all_gather_json", "any_rank"]
+           "all_gather_json", "any_rank", "mark_failed"]
+
+_EXIT = {"failed": False}  # whether this process's work under the group failed: how long to wait for peers at exit
+
+
+def mark_failed() -> None:
+    """Record that this rank's work failed, so that at exit it waits only briefly for its peers before closing the
+    process group (:func:`join_torchrun`). Uncaught exceptions are recorded without it; call it where an error is
+    caught and turned into an exit status (``datacomp select`` does)."""
+    _EXIT["failed"] = True
+
+
+def _exit_wait_s() -> float:
+    from datacomp.distillers.distributed import CLOSE_BARRIER_S, FINISHED_BARRIER_S
+
+    return CLOSE_BARRIER_S if _EXIT["failed"] else FINISHED_BARRIER_S
+
+
+def _close_at_exit(ctx: Any) -> None:
+    ctx.close(_exit_wait_s())
+
+
+def _record_uncaught() -> None:
+    """Chain ``sys.excepthook`` so that an uncaught exception marks the rank failed before the exit handlers run."""
+    previous = sys.excepthook
+
+    def hook(*exc_info: Any) -> None:
+        mark_failed()
+        previous(*exc_info)
+
+    sys.excepthook = hook
 
 
 @dataclass(frozen=True)
@@ -101,7 +139,8 @@ def join_torchrun(device: str | torch.device | None = None) -> Ranks:
         from datacomp.distillers.distributed import setup
 
         ctx = setup(device)
-        atexit.register(ctx.close)
+        _record_uncaught()
+        atexit.register(_close_at_exit, ctx)
         return Ranks(ctx.rank, ctx.world_size, str(ctx.device))
     current = ranks()
     if device is None:

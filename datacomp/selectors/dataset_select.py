@@ -26,7 +26,7 @@ from typing import Any, Iterator
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.errors import ConfigError, RunDirError
 from datacomp.io import RunDir
-from datacomp.lm.shard import any_rank, join_torchrun
+from datacomp.lm.shard import any_rank, join_torchrun, mark_failed
 from datacomp.runtime import resolve_device
 
 from .budgets import Size
@@ -89,15 +89,20 @@ def select_dataset(dataset: str | ImageDataset | TextDataset, method: str = "ran
     if group.distributed:  # every rank computes the same selection; rank 0 alone writes
         job.device = group.device or job.device
         job.out = job.out if group.is_main else None
-    with _run_dir(job.out, options.overwrite):
-        if text:
-            result = run_text(job, dataset if isinstance(dataset, TextDataset) else load_text(job, dataset))
-        else:
-            ds = dataset if isinstance(dataset, ImageDataset) else load_dataset(
-                dataset, root=options.data_root, download=options.download)
-            result = run_images(job, ds)
-        if job.out is not None:
-            result.record.write(job.out)
+    try:
+        with _run_dir(job.out, options.overwrite):
+            if text:
+                result = run_text(job, dataset if isinstance(dataset, TextDataset) else load_text(job, dataset))
+            else:
+                ds = dataset if isinstance(dataset, ImageDataset) else load_dataset(
+                    dataset, root=options.data_root, download=options.download)
+                result = run_images(job, ds)
+            if job.out is not None:
+                result.record.write(job.out)
+    except BaseException:
+        if group.distributed:
+            mark_failed()  # at exit, wait only briefly for the other ranks (datacomp.lm.shard)
+        raise
     return result
 
 
