@@ -74,7 +74,7 @@ from datacomp.runtime import keep_freed_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_loops import (PlainConvNet, ReleasedDM, ReleasedNCFM, convnet_forward_flops,  # noqa: E402
-                             matmul_peak_gflops)
+                             matmul_peak_gflops, matmul_rates_gflops)
 
 REPO = Path(__file__).resolve().parents[1]
 # The offline dataset copies beside the repository (shared CIFAR-10), unless the caller points elsewhere.
@@ -293,6 +293,18 @@ def _child(args: argparse.Namespace) -> dict:
     }
 
 
+def _cpu_model() -> str:
+    """The CPU's model name and family (Linux only; empty elsewhere): BLAS and oneDNN speeds differ by vendor and
+    generation, so runs on different hosts compare only by their ratios."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:30] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return f"{fields.get('model name', '')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+
+
 def _cpu_flags() -> list[str]:
     """The CPU's vector-extension flags that decide fp32/bf16 speed (Linux only; empty elsewhere)."""
     try:
@@ -364,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"results": results, "reference": TARGETS, "quick": args.quick,
                "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                         "processor": platform.processor(), "torch": torch.__version__,
-                        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_flags": _cpu_flags()}}
+                        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_flags": _cpu_flags(),
+                        "cpu_model": _cpu_model(),
+                        "matmul_rates_gflops": {str(dt).removeprefix("torch."): matmul_rates_gflops(CLOCK, dt)
+                                                for dt in (torch.float32, torch.bfloat16)}}}
         save_json(doc, args.json)
         print(f"wrote {args.json}")
     return 0

@@ -70,15 +70,40 @@ def convnet_forward_flops(size: int = 32, channels: int = 3, width: int = 128, d
 
 
 def matmul_peak_gflops(clock=time.perf_counter, dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
-    """The machine's measured matmul rate (best of three ``n``^3 products), the yardstick for achieved GFLOP/s."""
+    """The machine's measured matmul rate, the yardstick for achieved GFLOP/s: the best of three ``n``^3 products
+    through ``torch.mm`` (the BLAS PyTorch was built with) and through a 1x1 convolution of ``n`` pixels (oneDNN, the
+    library behind the CPU convolutions). Both are taken because either can be the slow one: on some CPUs the BLAS
+    reaches half of oneDNN's float32 rate (see :func:`matmul_rates_gflops`)."""
+    return max(matmul_rates_gflops(clock, dtype, n).values())
+
+
+def as_conv1x1(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Input and weight of the 1x1 convolution that computes ``a @ b`` (``a``'s rows as pixels, channels-last);
+    the convolution's output [1, n, 32, m / 32] reshaped to [n, m] and transposed is the product. ``a``'s row count
+    must be a multiple of 32."""
+    rows, inner = a.shape
+    x = a.t().reshape(1, inner, 32, rows // 32).contiguous(memory_format=torch.channels_last)
+    w = b.t().reshape(b.shape[1], inner, 1, 1).contiguous(memory_format=torch.channels_last)
+    return x, w
+
+
+def matmul_rates_gflops(clock=time.perf_counter, dtype: torch.dtype = torch.float32, n: int = 2048
+                        ) -> dict[str, float]:
+    """GFLOP/s of an ``n`` x ``n`` x ``n`` product (best of three) through ``torch.mm`` (``"blas"``) and through a
+    1x1 convolution of ``n`` channels over ``n`` pixels, channels-last (``"onednn"``)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(3):
-        t0 = clock()
-        a @ b
-        best = min(best, clock() - t0)
-    return 2.0 * n**3 / best / 1e9
+    x, w = as_conv1x1(a, b)
+    calls = {"blas": lambda: a @ b, "onednn": lambda: torch.nn.functional.conv2d(x, w)}
+    rates = {}
+    for name, call in calls.items():
+        call()
+        best = float("inf")
+        for _ in range(3):
+            t0 = clock()
+            call()
+            best = min(best, clock() - t0)
+        rates[name] = 2.0 * n**3 / best / 1e9
+    return rates
 
 
 # ----------------------------------------------------------------------------------------------- augmentation

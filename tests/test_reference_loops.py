@@ -48,3 +48,17 @@ def test_op_split_times_every_aten_call_of_the_run():
     assert set(ops) == {"mm", "relu", "sum"} and all(o["calls"] == 1 for o in ops.values())
     assert [o["seconds"] for o in split["ops"]] == sorted((o["seconds"] for o in split["ops"]), reverse=True)
     assert 0 < split["sum_of_calls_s"] <= split["total_s"]
+
+
+def test_matmul_yardstick_is_the_best_of_blas_and_onednn_rates(monkeypatch):
+    rates = ref.matmul_rates_gflops(dtype=torch.float32, n=128)
+    assert set(rates) == {"blas", "onednn"} and min(rates.values()) > 0
+    monkeypatch.setattr(ref, "matmul_rates_gflops", lambda *a, **k: {"blas": 1.0, "onednn": 3.0})
+    assert ref.matmul_peak_gflops() == 3.0
+
+
+def test_the_onednn_rate_times_the_same_product_as_torch_mm():
+    """The 1x1 convolution over n pixels of n channels is the n x n x n product itself (its rate counts real work)."""
+    a, b = torch.randn(64, 48), torch.randn(48, 40)
+    y = torch.nn.functional.conv2d(*ref.as_conv1x1(a, b))
+    torch.testing.assert_close(y.reshape(40, 64).t(), a @ b, rtol=1e-5, atol=1e-4)
