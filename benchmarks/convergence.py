@@ -238,7 +238,8 @@ def run_curve(method_name: str, ipc: int, args: argparse.Namespace) -> dict:
     length = run_length(ipc, args)
     last = (curve[-1]["iteration"] if curve else 0) if args.stored_only else length
     return {"method": method_name, "ipc": ipc, "iterations_run": last, "run_length": length,
-            "capped": length < args.iterations, "points": curve, "run_dir": str(out), "paper": PAPER.get(args.dataset, {}).get(method_name, {}).get(ipc)}
+            "capped": length < args.iterations, "points": curve, "run_dir": str(out),
+            "paper": PAPER.get(args.dataset, {}).get(method_name, {}).get(ipc)}
 
 
 def random_reference(ipc: int, args: argparse.Namespace) -> dict:

@@ -78,9 +78,9 @@ def matmul_peak_gflops(clock=time.perf_counter, dtype: torch.dtype = torch.float
 
 
 def as_conv1x1(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Input and weight of the 1x1 convolution that computes ``a @ b`` (``a``'s rows as pixels, channels-last);
-    the convolution's output [1, n, 32, m / 32] reshaped to [n, m] and transposed is the product. ``a``'s row count
-    must be a multiple of 32."""
+    """Input and weight of the 1x1 convolution that computes ``a @ b`` for ``a`` [n, k] and ``b`` [k, m] (``a``'s
+    rows as pixels, channels-last): the convolution's output [1, m, 32, n / 32], reshaped to [m, n] and transposed, is
+    the product. ``n`` must be a multiple of 32."""
     rows, inner = a.shape
     x = a.t().reshape(1, inner, 32, rows // 32).contiguous(memory_format=torch.channels_last)
     w = b.t().reshape(b.shape[1], inner, 1, 1).contiguous(memory_format=torch.channels_last)
