@@ -290,7 +290,7 @@ def row_length(curve: dict) -> int:
 
 
 def cap_line(curves: list[dict]) -> str | None:
-    """Which rows ran shorter than the columns, each at its own cap (rows kept from an earlier invocation may differ)."""
+    """Which rows ran shorter than the columns, each at its own cap (kept rows of an earlier invocation may differ)."""
     by_ipc: dict[int, dict[int, list[str]]] = {}
     for c in curves:
         if c["capped"]:

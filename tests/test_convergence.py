@@ -136,7 +136,8 @@ def test_a_capped_run_that_stopped_early_shows_dash_below_the_cap(conv) -> None:
 
 
 def test_rows_run_under_different_caps_each_show_their_own(conv) -> None:
-    """A kept row run to 300 beside a row of this invocation capped at 80: the header and the cells follow each row's own cap."""
+    """A kept row run to 300 beside a row of this invocation capped at 80: the header and the cells follow each
+    row's own cap."""
     args = conv.parse_args(["--ipc", "50", "--checkpoints", "80", "--max-ipc50-iterations", "80"])
     point = lambda n: {"iteration": n, "mean": 50.0, "std": 0.1, "distill_seconds": 10.0 * n}  # noqa: E731
     dm = {"method": "dm", "ipc": 50, "iterations_run": 300, "run_length": 300, "capped": True, "kept": True,
