@@ -293,12 +293,19 @@ def _child(args: argparse.Namespace) -> dict:
     }
 
 
+def _cpuinfo() -> str:
+    """``/proc/cpuinfo`` (Linux only; empty elsewhere)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def _cpu_model() -> str:
     """The CPU's model name and family (Linux only; empty elsewhere): BLAS and oneDNN speeds differ by vendor and
     generation, so runs on different hosts compare only by their ratios."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    text = _cpuinfo()
+    if not text:
         return ""
     fields = dict(line.split(":", 1) for line in text.splitlines()[:30] if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
@@ -307,11 +314,7 @@ def _cpu_model() -> str:
 
 def _cpu_flags() -> list[str]:
     """The CPU's vector-extension flags that decide fp32/bf16 speed (Linux only; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo().splitlines() if line.startswith("flags")), [])
     return sorted(f for f in flags if f.startswith(("avx512_bf16", "amx", "avx512f", "avx2")))
 
 

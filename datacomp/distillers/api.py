@@ -23,7 +23,7 @@ from datacomp.cost import CostLedger
 from datacomp.data import ImageDataset, load_dataset
 from datacomp.distillers.base import Job
 from datacomp.distillers.checkpoints import checkpoint_dir, find_resumable, has_checkpoints, restore
-from datacomp.distillers.distributed import CLOSE_BARRIER_S, FINISHED_BARRIER_S, Context, setup, split_classes
+from datacomp.distillers.distributed import Context, close_wait_s, setup, split_classes
 from datacomp.distillers.loop import LoopState, run_loop
 from datacomp.distillers.methods import DISTILLERS
 from datacomp.distillers.multiformation import check_factor
@@ -217,8 +217,8 @@ def distill(dataset: str | ImageDataset = "digits", method: str = "ncfm", ipc: i
         finished = True
         return result
     finally:
-        # a finished rank waits for the main one to write and evaluate; after a failure the wait is short
-        ctx.close(FINISHED_BARRIER_S if finished else CLOSE_BARRIER_S)
+        # after finished work rank 0 waits for peers still busy; after a failure the wait is short
+        ctx.close(close_wait_s(finished))
 
 
 @dataclass

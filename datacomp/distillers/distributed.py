@@ -19,13 +19,18 @@ from torch import Tensor
 
 from datacomp.errors import ConfigError
 
-__all__ = ["Context", "setup", "split_classes"]
+__all__ = ["Context", "close_wait_s", "setup", "split_classes"]
 
-# Seconds the ranks wait for each other before tearing the process group down (see Context.close): after a failure
-# (a peer may be gone), and after a finished run, when the main process may still be writing and evaluating the set
-# for a long time (a rank that tears its gloo group down and exits before its peer can abort at exit).
+# Seconds rank 0 waits for the other ranks before tearing the process group down (see Context.close; the other
+# ranks wait for rank 0 in any case): after a failure (a peer may be gone), and after finished work, when a peer may
+# still be busy after the last collective (a rank whose group is torn down while it still uses it can abort at exit).
 CLOSE_BARRIER_S = 10.0
 FINISHED_BARRIER_S = 24 * 3600.0
+
+
+def close_wait_s(finished: bool) -> float:
+    """How long :meth:`Context.close` should wait for the peers: long after finished work, briefly after a failure."""
+    return FINISHED_BARRIER_S if finished else CLOSE_BARRIER_S
 
 
 def _balanced(count: int, parts: int) -> list[int]:

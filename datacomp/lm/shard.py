@@ -53,9 +53,9 @@ def mark_failed() -> None:
 
 
 def _exit_wait_s() -> float:
-    from datacomp.distillers.distributed import CLOSE_BARRIER_S, FINISHED_BARRIER_S
+    from datacomp.distillers.distributed import close_wait_s
 
-    return CLOSE_BARRIER_S if _EXIT["failed"] else FINISHED_BARRIER_S
+    return close_wait_s(finished=not _EXIT["failed"])
 
 
 def _close_at_exit(ctx: Any) -> None:
