@@ -82,6 +82,9 @@ def as_conv1x1(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     rows as pixels, channels-last): the convolution's output [1, m, 32, n / 32], reshaped to [m, n] and transposed, is
     the product. ``n`` must be a multiple of 32."""
     rows, inner = a.shape
+    if rows % 32 or b.shape[0] != inner:
+        raise ValueError(f"as_conv1x1: a must be [n, k] with n a multiple of 32 and b [k, m]; got a {list(a.shape)}, "
+                         f"b {list(b.shape)}: use n = 2048 (the default size) or another multiple of 32")
     x = a.t().reshape(1, inner, 32, rows // 32).contiguous(memory_format=torch.channels_last)
     w = b.t().reshape(b.shape[1], inner, 1, 1).contiguous(memory_format=torch.channels_last)
     return x, w

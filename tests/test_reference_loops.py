@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -62,3 +63,9 @@ def test_the_onednn_rate_times_the_same_product_as_torch_mm():
     a, b = torch.randn(64, 48), torch.randn(48, 40)
     y = torch.nn.functional.conv2d(*ref.as_conv1x1(a, b))
     torch.testing.assert_close(y.reshape(40, 64).t(), a @ b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((48, 16), (16, 8)), ((64, 16), (8, 8))])
+def test_as_conv1x1_refuses_shapes_it_cannot_lay_out(a_shape, b_shape):
+    with pytest.raises(ValueError, match=r"as_conv1x1: a must be \[n, k\] with n a multiple of 32"):
+        ref.as_conv1x1(torch.zeros(a_shape), torch.zeros(b_shape))
